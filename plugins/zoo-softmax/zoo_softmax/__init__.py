@@ -1,0 +1,1 @@
+"""d2l-zoo, chapter 4: softmax regression."""

@@ -1,0 +1,82 @@
+"""d2l-zoo core: every model of *Dive into Deep Learning* behind one registry, one trainer, one export path.
+
+The public API, for plugins and for Python users alike::
+
+    import zoo_core
+    zoo_core.list_models("res*")                         # specs only: no torch import
+    model = zoo_core.get_model("softmax", preset="tiny")  # built, materialised, initialised
+    data = zoo_core.get_data("softmax", preset="tiny")
+    zoo_core.Trainer(max_epochs=1).fit(model, data)
+
+Names that need torch (`Model`, `Trainer`, ...) are imported on first use, so that importing `zoo_core` (and thus
+``zoo list`` / ``zoo info``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from zoo_core.errors import (  # noqa: E402
+    DataNotFoundError, IntegrityError, NonFiniteLossError, TrainingInterrupted, UnknownNameError, ZooError,
+)
+from zoo_core.hookspecs import hookimpl  # noqa: E402
+from zoo_core.registry import (  # noqa: E402
+    DataSpec, ModelSpec, Preset, TensorSpec, Tolerance, build_data, build_model, get_data, get_data_spec, get_model,
+    get_spec, list_datasets, list_models,
+)
+
+# name -> module, imported on first attribute access (PEP 562)
+_LAZY = {
+    "Model": "zoo_core.model",
+    "Classifier": "zoo_core.model",
+    "DataModule": "zoo_core.data",
+    "TensorLoader": "zoo_core.data",
+    "DataFile": "zoo_core.data",
+    "find_data_files": "zoo_core.data",
+    "Trainer": "zoo_core.trainer",
+    "FitResult": "zoo_core.trainer",
+    "resolve_device": "zoo_core.trainer",
+    "save_weights": "zoo_core.weights",
+    "load_weights": "zoo_core.weights",
+    "export_onnx": "zoo_core.export",
+    "check_parity": "zoo_core.parity",
+    "ParityResult": "zoo_core.parity",
+    "train": "zoo_core.workflows",
+    "export": "zoo_core.workflows",
+    "verify": "zoo_core.workflows",
+}
+
+if TYPE_CHECKING:
+    from zoo_core.data import DataFile, DataModule, TensorLoader, find_data_files
+    from zoo_core.export import export_onnx
+    from zoo_core.model import Classifier, Model
+    from zoo_core.parity import ParityResult, check_parity
+    from zoo_core.trainer import FitResult, Trainer, resolve_device
+    from zoo_core.weights import load_weights, save_weights
+    from zoo_core.workflows import export, train, verify
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "__version__", "hookimpl",
+    "DataSpec", "ModelSpec", "Preset", "TensorSpec", "Tolerance",
+    "list_models", "list_datasets", "get_spec", "get_data_spec", "get_model", "get_data", "build_model", "build_data",
+    "ZooError", "UnknownNameError", "DataNotFoundError", "IntegrityError", "NonFiniteLossError",
+    "TrainingInterrupted",
+    *_LAZY,
+]

@@ -1,0 +1,233 @@
+"""The ``zoo`` command line (also ``python -m zoo_core``, which is what torchrun launches).
+
+Each command is a thin shell over the public Python API. A user's mistake (`ZooError`, or a bad option) is printed
+as one line, ``zoo: error: ...``, with a non-zero exit; ``--debug`` (or ``ZOO_DEBUG=1``) shows the traceback.
+``list``, ``info`` and ``plugins`` read specs only and never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from zoo_core import __version__, plugins, registry
+from zoo_core.errors import ZooError
+
+DEFAULT_OUT = "artifacts"
+
+
+def _err(message: str) -> None:
+    click.echo(f"zoo: {message}", err=True)
+
+
+def _is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun job: they print nothing."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _load_plugins(warn: bool = True) -> plugins.ZooState:
+    state = plugins.load()
+    if warn and _is_main_process():
+        for info in state.broken:
+            _err(f"warning: plugin {info.name} is broken and was skipped: {info.error} (see `zoo plugins`)")
+    return state
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="zoo")
+@click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+def cli(debug: bool) -> None:
+    """d2l-zoo: the models of Dive into Deep Learning: list, train, export to ONNX, verify.
+
+    \b
+    zoo list                        every registered model
+    zoo info softmax                its card: chapter, presets, parameters, inputs/outputs
+    zoo train softmax               the book's recipe on the book's data, into artifacts/
+    zoo export softmax --onnx       ONNX + parity check against ONNX Runtime
+    zoo verify softmax              re-check hashes, weights and parity of the newest run
+    """
+
+
+@cli.command("list")
+@click.argument("pattern", required=False)
+@click.option("--chapter", type=int, help="Only models of this book chapter.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> None:
+    """List registered models; PATTERN is a shell glob on the name (e.g. 'soft*')."""
+    _load_plugins()
+    specs = registry.list_models(pattern, chapter)
+    if as_json:
+        _echo_json([{k: s.to_json()[k] for k in ("name", "chapter", "section", "task", "dataset", "summary",
+                                                  "plugin", "tags")} for s in specs])
+        return
+    if not specs:
+        _err("no model matches" + (f" {pattern!r}" if pattern else "") + (f" in chapter {chapter}" if chapter else ""))
+        return
+    _table([[s.name, str(s.chapter), s.section, s.task, s.dataset, s.summary] for s in specs],
+           ["NAME", "CH", "SECTION", "TASK", "DATASET", "SUMMARY"])
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items()) or "-"
+
+
+@cli.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_command(name: str, as_json: bool) -> None:
+    """Show a model's card: chapter, dataset, presets and their hyper-parameters, parameters, inputs/outputs."""
+    state = _load_plugins()
+    spec = registry.get_spec(name)
+    if as_json:
+        _echo_json(spec.to_json())
+        return
+    version = next((p.version for p in state.plugins if p.name == spec.plugin), "?")
+    click.echo(f"{spec.name}: {spec.summary}")
+    rows = [("chapter", f"{spec.chapter} (section {spec.section})"), ("task", spec.task),
+            ("dataset", spec.dataset), ("plugin", f"{spec.plugin} {version}"), ("builder", spec.builder),
+            ("inputs", ", ".join(map(str, spec.inputs))), ("outputs", ", ".join(map(str, spec.outputs))),
+            ("onnx", spec.onnx_exporter + (f" ({spec.onnx_reason})" if spec.onnx_reason else "")),
+            ("parity", f"atol {spec.parity.atol:g}, rtol {spec.parity.rtol:g}"
+                       + (f" ({spec.parity.reason})" if spec.parity.reason else ""))]
+    if spec.tags:
+        rows.append(("tags", ", ".join(spec.tags)))
+    for key, value in rows:
+        click.echo(f"  {key:<9} {value}")
+    click.echo("  presets")
+    for preset_name, p in spec.presets.items():
+        params = f"{p.num_params:,} parameters" if p.num_params is not None else "parameters not declared"
+        click.echo(f"    {preset_name:<7} {params}" + (f": {p.summary}" if p.summary else ""))
+        click.echo(f"            model  {_kv(dict(p.model))}")
+        click.echo(f"            data   {_kv(dict(p.data))}")
+        click.echo(f"            train  {_kv(dict(p.train))}")
+        inputs, outputs = spec.io(preset_name)
+        if (inputs, outputs) != (spec.inputs, spec.outputs):
+            click.echo(f"            io     {', '.join(map(str, inputs))} -> {', '.join(map(str, outputs))}")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins: version, hooks, models; broken ones with their error (exit status 1 if any)."""
+    state = _load_plugins(warn=False)
+    if as_json:
+        _echo_json([p.to_json() for p in state.plugins])
+    else:
+        rows = []
+        for p in state.plugins:
+            what = f"BROKEN: {p.error}" if p.broken else ", ".join(p.hooks) + (" (built-in)" if p.builtin else "")
+            rows.append([p.name, p.version, str(len(p.models)), str(len(p.datasets)), what])
+        _table(rows, ["PLUGIN", "VERSION", "MODELS", "DATASETS", "HOOKS"])
+    if state.broken:
+        ctx.exit(1)
+
+
+@cli.command("train")
+@click.argument("name")
+@click.option("--preset", default="book", show_default=True, help="Hyper-parameter preset: book, tiny, ...")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's).")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimiser steps in total.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (per process under torchrun).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any model or data hyper-parameter (repeatable), e.g. --set num_hiddens=512.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["auto", "32", "bf16", "16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on CUDA, fp32 elsewhere.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, dropout and data order.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for data (then $ZOO_DATA).")
+@click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+              help="Artifacts root: runs go to OUT/NAME/RUN-ID.")
+@click.option("--resume", metavar="RUN", help="Continue a run (its directory or id) from its last checkpoint.")
+def train_command(name: str, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
+                  lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int,
+                  data_dir: str | None, out: str, resume: str | None) -> None:
+    """Train NAME with its preset's recipe; prints the run directory as the last line on stdout."""
+    _load_plugins()
+    from zoo_core import workflows
+
+    run_dir = workflows.train(
+        name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        assignments=list(assignments), device=device, precision=precision, seed=seed, data_dir=data_dir, out=out,
+        resume=resume, log=lambda line: click.echo(line, err=True),
+        command=shlex.join(["zoo", *sys.argv[1:]]))
+    if run_dir is not None:  # rank 0
+        click.echo(str(run_dir))
+
+
+@cli.command("export")
+@click.argument("name")
+@click.option("--run", metavar="RUN", help="Run directory or run id (default: the newest finished run of NAME).")
+@click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+              help="Artifacts root to look for runs in.")
+@click.option("--onnx", "onnx_", is_flag=True, help="Export to ONNX and check parity with ONNX Runtime.")
+@click.option("--opset", type=click.IntRange(min=7), default=18, show_default=True, help="ONNX opset.")
+def export_command(name: str, run: str | None, out: str, onnx_: bool, opset: int) -> None:
+    """Export a trained run: check its safetensors weights load, and with --onnx write model.onnx + parity."""
+    _load_plugins()
+    from zoo_core import workflows
+
+    report = workflows.export(name, run=run, out=out, onnx=onnx_, opset=opset,
+                              log=lambda line: click.echo(line, err=True))
+    click.echo(str(report))
+
+
+@cli.command("verify")
+@click.argument("name")
+@click.option("--run", metavar="RUN", help="Run directory or run id (default: the newest finished run of NAME).")
+@click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+              help="Artifacts root to look for runs in.")
+def verify_command(name: str, run: str | None, out: str) -> None:
+    """Re-check a run: file hashes, weights load, ONNX Runtime parity (CPU; CUDA too where present)."""
+    _load_plugins()
+    from zoo_core import workflows
+
+    workflows.verify(name, run=run, out=out, log=lambda line: click.echo(line))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``zoo`` script: runs the CLI and turns errors into one line and an exit status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+    try:
+        result = cli.main(args=args, prog_name="zoo", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:  # bad options and arguments
+        if debug:
+            traceback.print_exc()
+        command = e.ctx.command_path if getattr(e, "ctx", None) else "zoo"
+        _err(f"error: {e.format_message()} (see `{command} --help`)")
+        code = e.exit_code
+    except click.exceptions.Abort:
+        _err("aborted")
+        code = 130
+    except ZooError as e:
+        if debug:
+            traceback.print_exc()
+        _err(f"error: {' '.join(str(e).split())}")
+        code = e.exit_code
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, unless --debug
+        if debug:
+            raise
+        _err(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)")
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,9 @@
+"""Data: the `DataModule` base, tensor batching, dataset files (search, checksums, download), the book's datasets.
+
+Importing this package imports torch; the built-in plugin (`zoo_core.core_plugin`) does not.
+"""
+
+from zoo_core.data.files import DataFile, data_dirs, find_data_files
+from zoo_core.data.module import DataModule, TensorLoader
+
+__all__ = ["DataFile", "DataModule", "TensorLoader", "data_dirs", "find_data_files"]

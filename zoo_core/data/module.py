@@ -1,0 +1,162 @@
+"""`DataModule` and `TensorLoader`: the book's datasets fit in memory, so they are held and batched as tensors.
+
+Batches are tensor slices (or one gather per batch when shuffled), on the training device once the trainer has moved
+the loader there: no per-sample Python, no DataLoader workers, no host-to-device copy per step. Shuffling uses the
+loader's own generator seeded by (seed, epoch), so the order of any epoch can be replayed (``--resume``) and is the
+same on every DDP rank, each of which takes its own strided share.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from zoo_core.hparams import HyperParameters
+
+Batch = tuple[Tensor, ...]
+
+
+class TensorLoader:
+    """Minibatches over equally long tensors, optionally shuffled, sharded and transformed per batch.
+
+    Args:
+        tensors: the columns (features ..., label), indexed along dimension 0.
+        batch_size: examples per batch (per rank under DDP).
+        shuffle: a new permutation each epoch, from ``(seed, epoch)``.
+        transform: applied to each batch on the device (a batched resize, a dtype change), never per sample.
+        drop_last: drop the final short batch.
+    """
+
+    def __init__(self, tensors: Sequence[Tensor], batch_size: int, shuffle: bool = False, *, seed: int = 0,
+                 transform: Callable[[Batch], Batch] | None = None, drop_last: bool = False) -> None:
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("TensorLoader needs one or more tensors of equal length")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.tensors = tuple(tensors)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.transform = transform
+        self.drop_last = drop_last
+        self.rank, self.world_size, self.pad = 0, 1, False
+        self.epoch = 0
+
+    # --- configuration, each returning a new loader ---------------------------------------------------------------
+    def replace(self, **changes: Any) -> TensorLoader:
+        loader = copy.copy(self)
+        for name, value in changes.items():
+            if not hasattr(loader, name):
+                raise AttributeError(name)
+            setattr(loader, name, value)
+        return loader
+
+    def to(self, device: torch.device | str) -> TensorLoader:
+        """The same loader over tensors on `device` (moved once, up front)."""
+        return self.replace(tensors=tuple(t.to(device) for t in self.tensors))
+
+    def shard(self, rank: int, world_size: int, pad: bool = True) -> TensorLoader:
+        """Rank `rank`'s strided share of each epoch; `pad` repeats a few examples so every rank gets as many
+        batches (DDP needs that in training; validation does without, to count every example once)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+        return self.replace(rank=rank, world_size=world_size, pad=pad)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    # --- iteration -------------------------------------------------------------------------------------------------
+    @property
+    def dataset_size(self) -> int:
+        return len(self.tensors[0])
+
+    @property
+    def num_examples(self) -> int:
+        """Examples this rank sees per epoch."""
+        n, w = self.dataset_size, self.world_size
+        return math.ceil(n / w) if self.pad else len(range(self.rank, n, w))
+
+    def __len__(self) -> int:
+        n = self.num_examples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def indices(self, epoch: int) -> Tensor | None:
+        """The example indices of this rank for `epoch`, or None for "all, in order" (served as slices)."""
+        n = self.dataset_size
+        if not self.shuffle and self.world_size == 1:
+            return None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            index = torch.randperm(n, generator=generator)
+        else:
+            index = torch.arange(n)
+        if self.world_size > 1:
+            if self.pad:
+                total = math.ceil(n / self.world_size) * self.world_size
+                index = torch.cat([index, index[: total - n]])
+            index = index[self.rank :: self.world_size]
+        return index.to(self.tensors[0].device)
+
+    def iterate(self, epoch: int | None = None, start: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch` (default: the one `set_epoch` chose), from batch number `start` on."""
+        index = self.indices(self.epoch if epoch is None else epoch)
+        b = self.batch_size
+        for i in range(start, len(self)):
+            if index is None:
+                batch = tuple(t[i * b : (i + 1) * b] for t in self.tensors)
+            else:
+                rows = index[i * b : (i + 1) * b]
+                batch = tuple(t[rows] for t in self.tensors)
+            yield self.transform(batch) if self.transform else batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iterate()
+
+
+class DataModule(HyperParameters):
+    """Base class of zoo datasets (d2l's ``DataModule``), for data that fits in memory.
+
+    Subclasses record their arguments with ``self.save_hyperparameters()``, and implement `load`, which returns
+    the ``"train"`` and ``"val"`` splits as tuples of tensors (features ..., label). `batch_transform` may turn
+    stored tensors into model inputs batch-wise on the device (a resize, a dtype conversion).
+    """
+
+    batch_size: int
+
+    def load(self) -> dict[str, tuple[Tensor, ...]]:
+        """The ``"train"`` and ``"val"`` splits as tensors; called once, then cached."""
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, tuple[Tensor, ...]]:
+        cached = self.__dict__.get("_splits")
+        if cached is None:
+            cached = self.__dict__["_splits"] = self.load()
+        return cached
+
+    def batch_transform(self, batch: Batch) -> Batch:
+        """Turn a batch of stored tensors into model inputs; identity by default."""
+        return batch
+
+    def _loader(self, split: str, shuffle: bool) -> TensorLoader:
+        transform = None if type(self).batch_transform is DataModule.batch_transform else self.batch_transform
+        return TensorLoader(self.splits()[split], self.batch_size, shuffle=shuffle, transform=transform)
+
+    def train_dataloader(self) -> TensorLoader:
+        """The training batches, shuffled each epoch."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorLoader:
+        """The validation batches, in order."""
+        return self._loader("val", shuffle=False)
+
+    def example_batch(self, batch_size: int | None = None) -> Batch:
+        """The first validation batch (optionally of another size): a fixed batch for tests and checks."""
+        loader = self.val_dataloader()
+        if batch_size is not None:
+            loader = loader.replace(batch_size=batch_size)
+        return next(iter(loader))

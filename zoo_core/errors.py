@@ -1,0 +1,55 @@
+"""Errors a user can act on.
+
+Everything the zoo raises for a user's mistake (an unknown model, a bad option, missing data, a corrupt file) is a
+`ZooError`: the CLI prints its message as one line on stderr and exits non-zero, without a traceback (`--debug`
+shows it). Anything else that escapes is a bug and is reported as one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """A problem the user can fix; its message is the whole explanation, on one line."""
+
+    exit_code: int = 1
+
+
+class UnknownNameError(ZooError, LookupError):
+    """A model, dataset, preset or hyper-parameter name that is not known."""
+
+
+class DataNotFoundError(ZooError, FileNotFoundError):
+    """A dataset's files are not in any data folder and could not be downloaded."""
+
+
+class IntegrityError(ZooError):
+    """A file does not match its recorded checksum, or cannot be parsed: it is never used silently."""
+
+
+class NonFiniteLossError(ZooError, ArithmeticError):
+    """Training produced a NaN or infinite loss."""
+
+
+class TrainingInterrupted(ZooError):
+    """Training was stopped by the user (Ctrl-C) after its checkpoint was saved."""
+
+    exit_code = 130
+
+
+def unknown(kind: str, name: str, known: Iterable[str], hint: str = "") -> UnknownNameError:
+    """An `UnknownNameError` that suggests the closest known names ("did you mean ...?")."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if not close:  # prefixes and substrings catch what edit distance misses ("res" -> "resnet18")
+        close = [k for k in known if name and (k.startswith(name) or name in k)][:3]
+    message = f"unknown {kind} {name!r}"
+    if close:
+        message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    elif known and len(known) <= 12:
+        message += "; known: " + ", ".join(known)
+    if hint:
+        message += f" ({hint})"
+    return UnknownNameError(message)

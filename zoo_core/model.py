@@ -1,0 +1,112 @@
+"""`Model`, the base of every zoo model, and `Classifier` (d2l §3.2 and §4.3, made production-grade).
+
+A model is an `nn.Module` that also knows how to train: its loss, what one step computes (returned as tensors, so
+the trainer can accumulate metrics on the device without a host sync), its optimiser, and what its inputs look like
+(for export, tests and lazy-layer materialisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo_core.hparams import HyperParameters
+
+Batch = Sequence[Tensor]
+"""A batch is a tuple of tensors, the label last (the book's convention)."""
+
+
+class Optimizer(Protocol):
+    """What the trainer needs of an optimiser; `torch.optim` optimisers and the book's from-scratch SGD both fit."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def step(self) -> Any: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
+class Model(nn.Module, HyperParameters):
+    """Base class of zoo models.
+
+    Subclasses call ``super().__init__()`` then ``self.save_hyperparameters()`` in their constructor, define
+    `forward`, `loss` and `example_inputs`, and may override `configure_optimizers` (SGD on ``self.lr`` by default)
+    and `init_weights` (run once the lazy layers have their shapes).
+    """
+
+    metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    """The names `step` returns; the trainer logs them as ``train_<name>`` and ``val_<name>``."""
+
+    def loss(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """The training objective, a scalar tensor (mean over the batch)."""
+        raise NotImplementedError
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        """Forward and loss on one batch: a dict of scalar tensors with a key per name in `metrics`."""
+        return {"loss": self.loss(self(*batch[:-1]), batch[-1])}
+
+    def training_step(self, batch: Batch) -> dict[str, Tensor]:
+        """One training batch; the trainer back-propagates ``["loss"]``. Never call ``.item()`` here."""
+        return self.step(batch)
+
+    def validation_step(self, batch: Batch) -> dict[str, Tensor]:
+        """One validation batch, run in eval mode without gradients."""
+        return self.step(batch)
+
+    def batch_weight(self, batch: Batch) -> int:
+        """How much a batch counts in epoch averages: its number of labels (examples, or tokens)."""
+        return batch[-1].numel()
+
+    def configure_optimizers(self) -> Optimizer:
+        """The optimiser: minibatch SGD on ``self.lr``, the book's default."""
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def example_inputs(self, batch_size: int = 2) -> tuple[Tensor, ...]:
+        """Random inputs of the right shapes and dtypes, for export, tests and materialisation."""
+        raise NotImplementedError(f"{type(self).__name__} must define example_inputs()")
+
+    def init_weights(self) -> None:
+        """Initialise parameters; called by `materialize` once lazy layers have their shapes. Default: keep."""
+
+    def has_lazy_parameters(self) -> bool:
+        return any(isinstance(p, nn.parameter.UninitializedParameter) for p in self.parameters()) or any(
+            isinstance(b, nn.parameter.UninitializedBuffer) for b in self.buffers())
+
+    @torch.no_grad()
+    def materialize(self, inputs: Sequence[Tensor] | None = None) -> Model:
+        """Give lazy layers their shapes with one forward pass, then `init_weights` (d2l's ``apply_init``).
+
+        The book calls its initialiser from ``__init__``, where lazy layers have no weights yet and the call does
+        nothing; here initialisation always follows materialisation.
+        """
+        if self.has_lazy_parameters():
+            was_training = self.training
+            self.eval()  # no batch-norm statistics update from a dummy batch
+            self(*(inputs if inputs is not None else self.example_inputs(2)))
+            self.train(was_training)
+        self.init_weights()
+        return self
+
+    def num_params(self) -> int:
+        """Number of parameters, each shared (tied) parameter counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+
+class Classifier(Model):
+    """A model whose output's last dimension holds class scores (logits); adds accuracy."""
+
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "acc")
+
+    def loss(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(y_hat.reshape(-1, y_hat.shape[-1]), y.reshape(-1))
+
+    def accuracy(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """Fraction of predictions (argmax of the last dimension) equal to the labels, as a tensor."""
+        return (y_hat.argmax(dim=-1) == y).float().mean()
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        y_hat, y = self(*batch[:-1]), batch[-1]
+        return {"loss": self.loss(y_hat, y), "acc": self.accuracy(y_hat, y)}

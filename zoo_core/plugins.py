@@ -1,0 +1,189 @@
+"""Loading plugins: the built-in one, then every entry point of group ``zoo``, each isolated from the others.
+
+- ``ZOO_PLUGINS`` (comma-separated distribution names) limits which installed plugins load; set but empty, none
+  does. The built-in plugin (the core's datasets) always loads.
+- A plugin that fails to import, implements an unknown hook, or raises while registering is *broken*: it is
+  unregistered, whatever it registered is dropped, and it is reported (``zoo plugins``, and a warning on the CLI's
+  stderr); the other plugins work.
+- Two plugins registering the same model or dataset name is an error naming both.
+
+Hooks are called one plugin at a time (rather than through pluggy's one-shot call) so that every spec knows which
+plugin registered it and one plugin's failure does not take the others' registrations with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from zoo_core import hookspecs
+from zoo_core.registry import DataSpec, ModelSpec, Registry
+
+ENTRY_POINT_GROUP = "zoo"
+ALLOWLIST_ENV = "ZOO_PLUGINS"
+BUILTIN_PLUGINS = ("zoo_core.core_plugin",)
+CORE_DISTRIBUTION = "zoo-core"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``zoo plugins`` shows it."""
+
+    name: str
+    version: str
+    module: str
+    builtin: bool = False
+    hooks: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.error is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "module": self.module, "builtin": self.builtin,
+                "hooks": self.hooks, "models": self.models, "datasets": self.datasets, "error": self.error}
+
+
+@dataclass
+class ZooState:
+    """The loaded plugin manager, the registry it filled, and every plugin's report."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+    plugins: list[PluginInfo]
+
+    @property
+    def broken(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.broken]
+
+
+def normalize(name: str) -> str:
+    """A distribution name in PEP 503 normal form (``Zoo_Linear`` -> ``zoo-linear``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def allowlist() -> set[str] | None:
+    """The distributions ``ZOO_PLUGINS`` allows, or None when it is unset (all)."""
+    value = os.environ.get(ALLOWLIST_ENV)
+    if value is None:
+        return None
+    return {normalize(n) for n in value.split(",") if n.strip()}
+
+
+def _error_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())  # one line, whatever the exception's message looks like
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _register(manager: pluggy.PluginManager, module: Any, info: PluginInfo) -> None:
+    """Register `module`; a hook no hookspec declares is an error (pluggy's `check_pending`, for this plugin alone)."""
+    manager.register(module, name=info.name)
+    callers = manager.get_hookcallers(module) or []
+    unknown = sorted(hc.name for hc in callers
+                     if not hc.has_spec() and not all(impl.optionalhook for impl in hc.get_hookimpls()))
+    if unknown:
+        manager.unregister(module)
+        raise pluggy.PluginValidationError(module, f"unknown hook(s) {', '.join(unknown)}")
+    info.hooks = sorted(hc.name for hc in callers)
+
+
+def _discover(manager: pluggy.PluginManager) -> list[PluginInfo]:
+    from zoo_core import __version__
+
+    infos = []
+    for module_name in BUILTIN_PLUGINS:
+        info = PluginInfo(CORE_DISTRIBUTION, __version__, module_name, builtin=True)
+        _register(manager, importlib.import_module(module_name), info)
+        infos.append(info)
+
+    allowed = allowlist()
+    entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                          key=lambda ep: (normalize(ep.dist.name) if ep.dist else "", ep.name))
+    for ep in entry_points:
+        dist = normalize(ep.dist.name) if ep.dist else ep.name
+        if allowed is not None and dist not in allowed:
+            continue
+        name = dist if sum(1 for e in entry_points if e.dist == ep.dist) == 1 else f"{dist}:{ep.name}"
+        info = PluginInfo(name, ep.dist.version if ep.dist else "?", ep.value)
+        infos.append(info)
+        try:
+            _register(manager, ep.load(), info)
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the zoo
+            info.error = _error_line(e)
+    return infos
+
+
+def _collect(manager: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
+    """Call each plugin's registration hooks in turn; commit what it registered only if it raised nothing."""
+    registry = Registry()
+    by_name = {info.name: info for info in infos}
+    for hook_name, table, kind in (("zoo_register_datasets", "datasets", DataSpec),
+                                   ("zoo_register_models", "models", ModelSpec)):
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():  # in registration order
+            info = by_name[impl.plugin_name]
+            if info.broken:
+                continue
+            specs: list = []
+
+            def register(spec: Any, _specs: list = specs, _kind: type = kind) -> None:
+                if not isinstance(spec, _kind):
+                    raise TypeError(f"register() takes a {_kind.__name__}, got {type(spec).__name__}")
+                _specs.append(spec)
+
+            try:
+                impl.function(**{arg: register for arg in impl.argnames})
+            except Exception as e:  # noqa: BLE001
+                info.error = _error_line(e)
+                continue
+            for spec in specs:
+                if kind is ModelSpec:
+                    registry.add_model(spec, info.name)
+                else:
+                    registry.add_dataset(spec, info.name)
+                getattr(info, table).append(spec.name)
+    for info in infos:
+        if info.broken:  # a plugin that broke in a later hook loses what it registered in an earlier one
+            for name in info.datasets:
+                registry.datasets.pop(name, None)
+            for name in info.models:
+                registry.models.pop(name, None)
+            info.models, info.datasets = [], []
+            try:
+                manager.unregister(name=info.name)
+            except ValueError:
+                pass
+    return registry
+
+
+_state: ZooState | None = None
+
+
+def load() -> ZooState:
+    """Load every allowed plugin once per process (`reset` forgets it, for tests)."""
+    global _state
+    if _state is None:
+        manager = pluggy.PluginManager(hookspecs.PROJECT)
+        manager.add_hookspecs(hookspecs)
+        infos = _discover(manager)
+        _state = ZooState(manager, _collect(manager, infos), infos)
+    return _state
+
+
+def reset() -> None:
+    """Forget the loaded plugins, so that the next `load` re-reads entry points and ``ZOO_PLUGINS``."""
+    global _state
+    _state = None
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every plugin that was considered: loaded ones and broken ones (with their error)."""
+    return list(load().plugins)

@@ -1,0 +1,346 @@
+"""Model and dataset specs, the registry that holds them, and the lookups the CLI and Python users share.
+
+A `ModelSpec` is everything `zoo list` and `zoo info` show, declared without importing torch or the model: the
+builder is a ``"module:Class"`` string, and the figures that need a built model (parameter count, input and output
+shapes) are declared per preset and checked against the built model by the contract tests, the way torchvision
+checks its weights' ``num_params`` metadata.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import inspect
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from zoo_core.errors import UnknownNameError, ZooError, unknown
+
+if TYPE_CHECKING:
+    from zoo_core.data import DataModule
+    from zoo_core.model import Model
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_TENSOR = re.compile(r"^\s*([A-Za-z_]\w*)\s*:\s*(\w+)\s*\[(.*)\]\s*$")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool", "uint8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor with symbolic dimensions, written ``"X: float32[batch, 1, 28, 28]"``.
+
+    A dimension is an int (fixed) or a name (dynamic in the ONNX export: ``batch``, ``seq`` ...). Integer inputs may
+    declare the exclusive upper bound of their values (``high``: a vocabulary size) for example inputs.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    high: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | TensorSpec) -> TensorSpec:
+        if isinstance(text, TensorSpec):
+            return text
+        match = _TENSOR.match(text)
+        if not match:
+            raise ValueError(f"tensor spec {text!r} is not of the form 'name: dtype[dim, ...]'")
+        name, dtype, dims = match.groups()
+        if dtype not in DTYPES:
+            raise ValueError(f"tensor spec {text!r}: unknown dtype {dtype!r} (one of {', '.join(DTYPES)})")
+        shape = tuple(int(d) if d.strip().isdigit() else d.strip() for d in dims.split(",") if d.strip())
+        return cls(name, dtype, shape)
+
+    def concrete_shape(self, dims: Mapping[str, int]) -> tuple[int, ...]:
+        """The shape with symbolic dimensions replaced by ``dims[name]``."""
+        return tuple(dims[d] if isinstance(d, str) else d for d in self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}[{', '.join(map(str, self.shape))}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+def _tensor_specs(specs: Iterable[str | TensorSpec] | None) -> tuple[TensorSpec, ...] | None:
+    return None if specs is None else tuple(TensorSpec.parse(s) for s in specs)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration of a model: its hyper-parameters, its data's, and the trainer's.
+
+    ``model`` and ``data`` are constructor arguments of the model and the `DataModule`; ``train`` are `Trainer`
+    arguments (``max_epochs``, ``gradient_clip_val`` ...). ``num_params`` is the parameter count of the model built
+    with this preset; ``inputs``/``outputs`` override the spec's where the preset changes shapes (smaller images).
+    """
+
+    model: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    num_params: int | None = None
+    inputs: tuple[TensorSpec, ...] | None = None
+    outputs: tuple[TensorSpec, ...] | None = None
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _tensor_specs(self.inputs))
+        object.__setattr__(self, "outputs", _tensor_specs(self.outputs))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": dict(self.model), "data": dict(self.data), "train": dict(self.train),
+                               "num_params": self.num_params}
+        if self.summary:
+            out["summary"] = self.summary
+        return out
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """ONNX Runtime vs PyTorch parity tolerance; a looser one than the default needs a ``reason``."""
+
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    reason: str = ""
+
+
+REQUIRED_PRESETS = ("book", "tiny")
+ONNX_EXPORTERS = ("dynamo", "torchscript")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the zoo knows about a model without importing it.
+
+    Attributes:
+        name: registered name, lower-case and hyphenated (``softmax-scratch``).
+        builder: ``"package.module:Class"`` of a `zoo_core.Model` subclass, imported only to build.
+        chapter, section: where the book introduces the model (``4``, ``"4.4"``).
+        summary: one line for ``zoo list``.
+        task: ``classification``, ``regression``, ``language-modeling`` ...
+        dataset: the registered dataset name it trains on.
+        presets: at least ``book`` (the book's recipe) and ``tiny`` (seconds on a laptop CPU, for tests).
+        inputs, outputs: tensor specs (``"X: float32[batch, 1, 28, 28]"``), the model's forward signature.
+        tags: free-form labels (``scratch``, ``concise`` ...).
+        parity: ONNX Runtime parity tolerance (default fp32 ``atol=1e-4, rtol=1e-3``).
+        onnx_exporter: ``dynamo`` (torch.export; the default) or ``torchscript`` (the legacy exporter, only with
+            ``onnx_reason`` saying why the model cannot go through torch.export).
+        plugin: the distribution that registered it, filled in by the registry.
+    """
+
+    name: str
+    builder: str
+    chapter: int
+    section: str
+    summary: str
+    task: str
+    dataset: str
+    presets: Mapping[str, Preset]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    tags: tuple[str, ...] = ()
+    parity: Tolerance = Tolerance()
+    onnx_exporter: str = "dynamo"
+    onnx_reason: str = ""
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"model name {self.name!r} must be lower-case letters, digits and hyphens")
+        if ":" not in self.builder:
+            raise ValueError(f"model {self.name!r}: builder {self.builder!r} must be 'package.module:Class'")
+        missing = [p for p in REQUIRED_PRESETS if p not in self.presets]
+        if missing:
+            raise ValueError(f"model {self.name!r} has no {' or '.join(missing)} preset")
+        if self.onnx_exporter not in ONNX_EXPORTERS:
+            raise ValueError(f"model {self.name!r}: onnx_exporter must be one of {ONNX_EXPORTERS}")
+        if self.onnx_exporter != "dynamo" and not self.onnx_reason:
+            raise ValueError(f"model {self.name!r}: the {self.onnx_exporter} exporter needs an onnx_reason")
+        if self.parity != Tolerance() and not self.parity.reason:
+            raise ValueError(f"model {self.name!r}: a non-default parity tolerance needs a reason")
+        object.__setattr__(self, "inputs", _tensor_specs(self.inputs))
+        object.__setattr__(self, "outputs", _tensor_specs(self.outputs))
+        object.__setattr__(self, "tags", tuple(self.tags))
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"model {self.name!r} must declare its inputs and outputs")
+
+    def preset(self, name: str) -> Preset:
+        """The preset called `name`; an unknown one is a `ZooError` naming the known ones."""
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise unknown("preset", name, self.presets, hint=f"presets of {self.name}") from None
+
+    def io(self, preset: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """The input and output specs of the model built with `preset`."""
+        p = self.preset(preset)
+        return p.inputs or self.inputs, p.outputs or self.outputs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "chapter": self.chapter, "section": self.section, "summary": self.summary,
+            "task": self.task, "dataset": self.dataset, "builder": self.builder, "plugin": self.plugin,
+            "tags": list(self.tags),
+            "presets": {
+                name: {**p.to_json(), "inputs": [t.to_json() for t in self.io(name)[0]],
+                       "outputs": [t.to_json() for t in self.io(name)[1]]}
+                for name, p in self.presets.items()
+            },
+            "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs],
+            "parity": {"atol": self.parity.atol, "rtol": self.parity.rtol, "reason": self.parity.reason},
+            "onnx_exporter": self.onnx_exporter,
+        }
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A dataset: its name, its `zoo_core.DataModule` class as a ``"module:Class"`` string, and where it comes from."""
+
+    name: str
+    builder: str
+    summary: str
+    source: str = ""
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"dataset name {self.name!r} must be lower-case letters, digits and hyphens")
+        if ":" not in self.builder:
+            raise ValueError(f"dataset {self.name!r}: builder {self.builder!r} must be 'package.module:Class'")
+
+
+class Registry:
+    """Models and datasets by name, each remembering the plugin that registered it."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelSpec] = {}
+        self.datasets: dict[str, DataSpec] = {}
+
+    def add_model(self, spec: ModelSpec, plugin: str) -> None:
+        self._add(self.models, "model", replace(spec, plugin=plugin))
+
+    def add_dataset(self, spec: DataSpec, plugin: str) -> None:
+        self._add(self.datasets, "dataset", replace(spec, plugin=plugin))
+
+    @staticmethod
+    def _add(table: dict, kind: str, spec: ModelSpec | DataSpec) -> None:
+        if spec.name in table:
+            other = table[spec.name].plugin
+            raise ZooError(f"{kind} {spec.name!r} is registered twice, by plugin {other!r} and by plugin "
+                           f"{spec.plugin!r}; uninstall one, or choose plugins with ZOO_PLUGINS")
+        table[spec.name] = spec
+
+
+# --- lookups: the public API, which the CLI uses too ---------------------------------------------------------------
+
+def _registry() -> Registry:
+    from zoo_core import plugins  # late: plugins imports this module
+
+    return plugins.load().registry
+
+
+def list_models(pattern: str | None = None, chapter: int | None = None, plugin: str | None = None) -> list[ModelSpec]:
+    """Registered models, sorted by chapter then name; `pattern` is a shell glob (``'res*'``) on the name."""
+    specs = [s for s in _registry().models.values()
+             if (pattern is None or fnmatch.fnmatchcase(s.name, pattern))
+             and (chapter is None or s.chapter == chapter)
+             and (plugin is None or s.plugin == plugin)]
+    return sorted(specs, key=lambda s: (s.chapter, s.section, s.name))
+
+
+def list_datasets() -> list[DataSpec]:
+    """Registered datasets, sorted by name."""
+    return sorted(_registry().datasets.values(), key=lambda s: s.name)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of model `name`; an unknown name is a `ZooError` suggesting the closest names."""
+    from zoo_core import plugins
+
+    state = plugins.load()
+    try:
+        return state.registry.models[name]
+    except KeyError:
+        hint = ""
+        if state.broken:
+            hint = "broken plugins that may provide it: " + ", ".join(p.name for p in state.broken)
+        raise unknown("model", name, state.registry.models, hint=hint) from None
+
+
+def get_data_spec(name: str) -> DataSpec:
+    """The spec of dataset `name`; an unknown name is a `ZooError` suggesting the closest names."""
+    try:
+        return _registry().datasets[name]
+    except KeyError:
+        raise unknown("dataset", name, _registry().datasets) from None
+
+
+def import_builder(builder: str) -> Any:
+    """Import ``"package.module:Attr"``; failures are a `ZooError` naming the builder."""
+    module_name, _, attr = builder.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ZooError(f"cannot import builder {builder!r}: {type(e).__name__}: {e}") from e
+    return obj
+
+
+def model_class(spec: ModelSpec) -> type[Model]:
+    """The `Model` subclass a spec builds."""
+    return import_builder(spec.builder)
+
+
+def data_class(spec: DataSpec) -> type[DataModule]:
+    """The `DataModule` subclass a dataset spec builds."""
+    return import_builder(spec.builder)
+
+
+def get_model(name: str, preset: str = "book", **hparams: Any) -> Model:
+    """Build model `name` with `preset`'s hyper-parameters, overridden by `hparams`, materialised and initialised.
+
+    The model is ready for a forward pass, `num_params()`, saving and export (lazy layers have run once on the
+    model's example inputs, then `init_weights()` ran).
+    """
+    spec = get_spec(name)
+    return build_model(spec, {**spec.preset(preset).model, **hparams})
+
+
+def build_model(spec: ModelSpec, hparams: Mapping[str, Any]) -> Model:
+    """Build `spec`'s model from a complete set of hyper-parameters (a preset's, or a manifest's)."""
+    from zoo_core.hparams import check_arguments
+
+    cls = model_class(spec)
+    check_arguments(cls, hparams, f"model {spec.name}")
+    return cls(**hparams).materialize()
+
+
+def get_data(name: str, preset: str = "book", data_dir: str | None = None, **hparams: Any) -> DataModule:
+    """Build the `DataModule` of model `name` with `preset`'s data hyper-parameters, overridden by `hparams`.
+
+    `data_dir` is where to look first for the dataset's files (then ``$ZOO_DATA``, then ``~/.cache/zoo/data``).
+    """
+    spec = get_spec(name)
+    return build_data(spec, {**spec.preset(preset).data, **hparams}, data_dir=data_dir)
+
+
+def build_data(spec: ModelSpec, hparams: Mapping[str, Any], data_dir: str | None = None) -> DataModule:
+    """Build `spec`'s `DataModule` from a complete set of data hyper-parameters."""
+    from zoo_core.hparams import check_arguments
+
+    cls = data_class(get_data_spec(spec.dataset))
+    check_arguments(cls, hparams, f"dataset {spec.dataset} (model {spec.name})")
+    kwargs = dict(hparams)
+    if data_dir is not None and "data_dir" in inspect.signature(cls).parameters:
+        kwargs["data_dir"] = data_dir
+    return cls(**kwargs)
+
+
+__all__ = [
+    "DataSpec", "ModelSpec", "Preset", "Registry", "TensorSpec", "Tolerance", "UnknownNameError",
+    "build_data", "build_model", "get_data", "get_data_spec", "get_model", "get_spec", "import_builder",
+    "list_datasets", "list_models",
+]

@@ -1,0 +1,233 @@
+"""The zoo's pytest plugin: markers, helpers, and the contract test-suite every model plugin inherits.
+
+Installed with zoo-core (entry point ``pytest11``), so any plugin's tests get it. To run the whole contract over
+every model a distribution registers, subclass `ModelContract`::
+
+    # tests/test_contract.py of a plugin
+    from zoo_core.testing import ModelContract
+
+    class TestContract(ModelContract):
+        plugin = "zoo-mymodels"   # the distribution name; or list names in `models`
+
+Markers: ``gpu`` (skipped where CUDA is missing, with that reason), ``data`` (needs a real dataset: use
+`require_data`, which skips with the reason when it is absent), ``slow`` (minutes; not in the default run).
+
+torch is imported inside the tests, not here: this module is loaded by every pytest run in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MARKERS = {
+    "gpu": "needs CUDA; skipped where there is none",
+    "data": "needs a real dataset (found through --data-dir/$ZOO_DATA); skipped with the reason when absent",
+    "slow": "takes minutes; excluded from the default run (-m 'not slow')",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason=f"needs CUDA: torch {torch.__version__} sees no GPU here")
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
+def require_data(dataset: str, data_dir: str | None = None) -> Path | None:
+    """The folder holding `dataset`'s real files, or skip the calling test saying which file is missing where.
+
+    Never downloads. Synthetic datasets (no files) return None. A file with a wrong checksum fails, never skips.
+    """
+    from zoo_core import DataNotFoundError, get_data_spec
+    from zoo_core.registry import data_class
+
+    cls = data_class(get_data_spec(dataset))
+    locate = getattr(cls, "locate", None)
+    if locate is None:
+        return None
+    try:
+        return locate(data_dir, download=False)
+    except DataNotFoundError as e:
+        pytest.skip(f"real data absent: {e}")
+
+
+# --- the contract ---------------------------------------------------------------------------------------------------
+
+def _check_shapes(tensors: Sequence[Any], specs: Sequence[Any], batch_size: int, what: str) -> None:
+    """Each tensor has its spec's dtype and shape: fixed dims equal, ``batch`` equal to `batch_size`, and every other
+    named dimension the same size wherever it appears."""
+    assert len(tensors) == len(specs), f"{what}: {len(tensors)} tensors, the spec declares {len(specs)}"
+    named: dict[str, int] = {"batch": batch_size}
+    for tensor, spec in zip(tensors, specs):
+        assert str(tensor.dtype).removeprefix("torch.") == spec.dtype, f"{what} {spec.name}: dtype {tensor.dtype}"
+        assert tensor.dim() == len(spec.shape), f"{what} {spec.name}: shape {tuple(tensor.shape)} vs {spec}"
+        for size, dim in zip(tensor.shape, spec.shape):
+            expected = named.setdefault(dim, size) if isinstance(dim, str) else dim
+            assert size == expected, f"{what} {spec.name}: shape {tuple(tensor.shape)} does not fit {spec}"
+
+
+def _as_tuple(out: Any) -> tuple:
+    return (out,) if not isinstance(out, (tuple, list)) else tuple(out)
+
+
+class ModelContract:
+    """What every registered model must satisfy, run on its `tiny` preset (and the card check on `book`).
+
+    Set `plugin` (a distribution name) to test all of its models, or `models` to list names.
+    """
+
+    plugin: str | None = None
+    models: Sequence[str] | None = None
+    preset: str = "tiny"
+
+    def _names(self) -> list[str]:
+        if self.models is not None:
+            return list(self.models)
+        from zoo_core import list_models
+
+        return [spec.name for spec in list_models(plugin=self.plugin)]
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "model_name" in metafunc.fixturenames:
+            metafunc.parametrize("model_name", self._names())
+
+    def test_plugin_registers_models(self) -> None:
+        assert self._names(), f"no model is registered by plugin {self.plugin!r} (is it installed? see zoo plugins)"
+
+    def test_spec_is_complete(self, model_name: str) -> None:
+        from zoo_core import get_data_spec, get_spec
+
+        spec = get_spec(model_name)
+        if self.plugin is not None:
+            assert spec.plugin == self.plugin
+        get_data_spec(spec.dataset)  # the dataset it trains on is registered
+        for preset_name, preset in spec.presets.items():
+            assert preset.num_params is not None, f"preset {preset_name} does not declare num_params"
+        assert spec.summary and spec.section.startswith(f"{spec.chapter}.")
+
+    @pytest.mark.parametrize("preset_name", ["tiny", "book"])
+    def test_card_matches_built_model(self, model_name: str, preset_name: str) -> None:
+        """`zoo info`'s figures (parameter count, input and output specs) are those of the built model."""
+        import torch
+
+        from zoo_core import get_model, get_spec
+
+        spec = get_spec(model_name)
+        model = get_model(model_name, preset=preset_name).eval()
+        assert model.num_params() == spec.preset(preset_name).num_params
+        inputs, outputs = spec.io(preset_name)
+        for batch_size in (1, 3):
+            xs = model.example_inputs(batch_size)
+            _check_shapes(xs, inputs, batch_size, "input")
+            with torch.no_grad():
+                _check_shapes(_as_tuple(model(*xs)), outputs, batch_size, "output")
+
+    def test_training_step_lowers_loss(self, model_name: str) -> None:
+        """One optimiser step on a fixed batch lowers that batch's loss; steps return the declared metrics."""
+        import torch
+
+        from zoo_core import get_data, get_model
+
+        torch.manual_seed(0)
+        model = get_model(model_name, preset=self.preset).train()
+        batch = get_data(model_name, preset=self.preset).example_batch()
+        out = model.training_step(batch)
+        assert set(out) == set(model.metrics)
+        assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in out.values())
+
+        def loss() -> float:
+            torch.manual_seed(1)  # the same dropout masks before and after
+            with torch.no_grad():
+                return model.training_step(batch)["loss"].item()
+
+        before = loss()
+        optimizer = model.configure_optimizers()
+        optimizer.zero_grad()
+        torch.manual_seed(1)
+        model.training_step(batch)["loss"].backward()
+        optimizer.step()
+        assert loss() < before
+
+    def test_trains_with_the_trainer(self, model_name: str, tmp_path: Path) -> None:
+        """A few steps through the shared Trainer: finite metrics, a checkpoint and metrics.jsonl."""
+        import math
+
+        from zoo_core import Trainer, get_data, get_model
+
+        model = get_model(model_name, preset=self.preset)
+        data = get_data(model_name, preset=self.preset)
+        result = Trainer(max_epochs=1, max_steps=3, device="cpu", run_dir=tmp_path, progress=False,
+                         log=lambda line: None).fit(model, data)
+        assert result.steps == 3
+        assert {f"val_{m}" for m in model.metrics} <= set(result.metrics)
+        assert all(math.isfinite(v) for v in result.metrics.values())
+        assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+        assert (tmp_path / "metrics.jsonl").is_file()
+
+    def test_safetensors_roundtrip(self, model_name: str, tmp_path: Path) -> None:
+        """Saved weights loaded into a fresh (and perturbed) build give identical outputs."""
+        import torch
+
+        from zoo_core import build_model, get_model, get_spec, load_weights, save_weights
+
+        model = get_model(model_name, preset=self.preset).eval()
+        save_weights(model, tmp_path / "model.safetensors")
+        other = build_model(get_spec(model_name), json.loads(json.dumps(model.hparams))).eval()
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(1.0)
+        load_weights(other, tmp_path / "model.safetensors")
+        xs = model.example_inputs(3)
+        with torch.no_grad():
+            for a, b in zip(_as_tuple(model(*xs)), _as_tuple(other(*xs))):
+                assert torch.equal(a, b)
+
+    def test_state_dict_keys_stable(self, model_name: str) -> None:
+        """Two builds (one from JSON-round-tripped hparams) have the same state-dict keys, shapes and dtypes."""
+        from zoo_core import build_model, get_model, get_spec
+
+        first = get_model(model_name, preset=self.preset)
+        second = build_model(get_spec(model_name), json.loads(json.dumps(first.hparams)))
+
+        def layout(model: Any) -> list:
+            return [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
+
+        assert layout(first) == layout(second)
+        assert layout(first), "the model has an empty state dict"
+
+    def test_onnx_export_and_parity(self, model_name: str, tmp_path: Path) -> None:
+        """ONNX export passes onnx.checker, keeps the spec's names and dynamic dims, and ONNX Runtime (CPU) matches
+        PyTorch at a batch size other than the traced one."""
+        import torch
+
+        from zoo_core import check_parity, export_onnx, get_model, get_spec
+        from zoo_core.export import TRACE_BATCH_SIZE
+
+        spec = get_spec(model_name)
+        inputs, outputs = spec.io(self.preset)
+        model = get_model(model_name, preset=self.preset)
+        info = export_onnx(model, tmp_path / "model.onnx", inputs, outputs, exporter=spec.onnx_exporter)
+        assert [i["name"] for i in info["inputs"]] == [s.name for s in inputs]
+        assert [o["name"] for o in info["outputs"]] == [s.name for s in outputs]
+        for graph_io, declared in zip(info["inputs"] + info["outputs"], inputs + outputs):
+            dynamic = [isinstance(d, str) for d in graph_io["shape"]]
+            assert dynamic == [isinstance(d, str) for d in declared.shape], f"{graph_io} vs {declared}"
+        torch.manual_seed(0)
+        xs = model.example_inputs(TRACE_BATCH_SIZE + 3)
+        result = check_parity(model, tmp_path / "model.onnx", xs, atol=spec.parity.atol, rtol=spec.parity.rtol)
+        assert result.passed, str(result)

@@ -1,0 +1,392 @@
+"""The Trainer: one training loop for every model of the zoo (d2l §3.2's ``Trainer``, production-grade).
+
+What the loop does per step: zero grads, forward + loss under autocast, backward, optional global-norm clipping,
+optimiser step, fold the step's metrics into on-device sums. Nothing in a step copies to the host: metrics and the
+non-finite-loss check are read once per logging interval and at epoch ends.
+
+Around the loop: device and precision resolution, DDP under torchrun (gloo on CPU, nccl on CUDA; only rank 0
+writes), a checkpoint each epoch and on Ctrl-C, bit-for-bit resume (data order, RNG and metric sums are restored,
+mid-epoch too), progress (tqdm on a terminal, plain lines otherwise), ``metrics.jsonl`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from zoo_core import distributed
+from zoo_core.artifacts import check_hashes, file_records, replace_dir, write_json
+from zoo_core.data.module import DataModule, TensorLoader
+from zoo_core.distributed import DistEnv
+from zoo_core.errors import IntegrityError, NonFiniteLossError, TrainingInterrupted, ZooError
+from zoo_core.metrics import MetricAccumulator, plot_curves, write_jsonl
+from zoo_core.model import Model, Optimizer
+from zoo_core.weights import load_weights, save_weights
+
+PRECISIONS = ("auto", "32", "bf16", "16")
+CHECKPOINT_DIR = "checkpoint"
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; unavailable ones are a
+    `ZooError`. Under torchrun, ``auto``/``cuda`` mean this process's GPU, ``cuda:LOCAL_RANK``."""
+    text = str(device)
+    if text == "auto":
+        if torch.cuda.is_available():
+            text = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            text = "mps"
+        else:
+            text = "cpu"
+    try:
+        resolved = torch.device(text)
+    except RuntimeError:
+        raise ZooError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ZooError(f"device {text!r} was asked for, but CUDA is not available here "
+                           f"(torch {torch.__version__}, {torch.cuda.device_count()} GPUs visible); use --device cpu")
+        index = resolved.index if resolved.index is not None else local_rank
+        if index >= torch.cuda.device_count():
+            raise ZooError(f"device cuda:{index} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+        return torch.device("cuda", index)
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ZooError("device 'mps' was asked for, but MPS is not available here; use --device cpu")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ZooError(f"unsupported device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 autocast on CUDA and fp32 elsewhere; fp16 needs CUDA (it needs loss scaling)."""
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ZooError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
+    if precision == "16" and device.type != "cuda":
+        raise ZooError(f"precision 16 needs CUDA (loss scaling); on {device.type} use bf16 or 32")
+    return precision
+
+
+@dataclass
+class FitResult:
+    """What `Trainer.fit` did: final metrics, per-epoch history, speed, where."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    epochs: int
+    steps: int
+    seconds: float
+    examples: int
+    device: str
+    precision: str
+    world_size: int
+    params_in_sync: bool | None = None
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class _Progress:
+    """Where training stands: what a checkpoint records and a resume restores."""
+
+    epoch: int = 0            # epochs finished
+    batch: int = 0            # batches of the current epoch already trained
+    step: int = 0             # optimiser steps in total
+    seconds: float = 0.0      # training time, validation excluded
+    examples: int = 0         # training examples seen (all ranks)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _TrainingStep(nn.Module):
+    """Routes forward() to the model's training_step, so that DDP's gradient hooks see the whole step."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        return self.model.training_step(batch)
+
+
+class Trainer:
+    """Trains a `Model` on a `DataModule`.
+
+    Args:
+        max_epochs: epochs to train (an epoch is a full pass over this rank's share of the training data).
+        max_steps: stop after this many optimiser steps in total, whatever the epoch.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (see `resolve_device`).
+        precision: ``auto``, ``32``, ``bf16`` or ``16`` (autocast; see `resolve_precision`).
+        gradient_clip_val: clip gradients to this global norm (the book's ``clip_gradients``); 0 turns it off.
+        seed: seeds torch's RNG at the start of `fit` and orders the data; recorded in checkpoints.
+        run_dir: where checkpoints, ``metrics.jsonl`` and ``curves.png`` go; None writes nothing.
+        log_every_n_steps: how often metrics and the loss check are read from the device.
+        progress: a tqdm bar (True), plain lines (False), or tqdm only on a terminal (None).
+        log: where plain lines go (default: stderr).
+    """
+
+    def __init__(self, max_epochs: int = 1, *, max_steps: int | None = None, device: str = "auto",
+                 precision: str = "auto", gradient_clip_val: float = 0.0, seed: int | None = 0,
+                 run_dir: str | Path | None = None, log_every_n_steps: int = 50, progress: bool | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        if max_epochs < 1:
+            raise ZooError(f"max_epochs must be at least 1, got {max_epochs}")
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.device = device
+        self.precision = precision
+        self.gradient_clip_val = float(gradient_clip_val or 0.0)
+        self.seed = seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.log_every_n_steps = max(1, log_every_n_steps)
+        self.progress = progress
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    # --- public ----------------------------------------------------------------------------------------------------
+    def fit(self, model: Model, data: DataModule, ckpt_path: str | Path | None = None) -> FitResult:
+        """Train `model` on `data`; with `ckpt_path` (a checkpoint folder), continue where it stopped.
+
+        Raises `NonFiniteLossError` if the loss becomes NaN/inf (the last good checkpoint is kept) and
+        `TrainingInterrupted` on Ctrl-C (after saving a checkpoint).
+        """
+        env = DistEnv.from_env()
+        device = resolve_device(self.device, env.local_rank)
+        precision = resolve_precision(self.precision, device)
+        joined = distributed.init_process_group(env, device)
+        try:
+            return self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
+        finally:
+            if joined:
+                torch.distributed.destroy_process_group()
+
+    # --- the loop --------------------------------------------------------------------------------------------------
+    def _fit(self, model: Model, data: DataModule, env: DistEnv, device: torch.device, precision: str,
+             ckpt_path: Path | None) -> FitResult:
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        model.to(device)
+        optimizer = model.configure_optimizers()
+        train_metrics = MetricAccumulator(model.metrics, device)
+        state = _Progress()
+        if ckpt_path is not None:
+            state = self._load_checkpoint(ckpt_path, model, optimizer, train_metrics, device)
+
+        runner: nn.Module = _TrainingStep(model)
+        if env.distributed:
+            runner = torch.nn.parallel.DistributedDataParallel(
+                runner, device_ids=[device.index] if device.type == "cuda" else None)
+        reduce = distributed.all_reduce_sum if env.distributed else None
+        train_loader = self._prepare(data.train_dataloader(), device, env, pad=True)
+        val_loader = self._prepare(data.val_dataloader(), device, env, pad=False)
+        autocast = self._autocast(device, precision)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+        params = [p for p in model.parameters() if p.requires_grad]
+        recent_losses = torch.zeros(self.log_every_n_steps, device=device)  # checked for NaN/inf once per interval
+        write = env.is_main and self.run_dir is not None
+        stop = False
+
+        for epoch in range(state.epoch, self.max_epochs):
+            model.train()
+            if state.batch == 0:
+                train_metrics.reset()
+            bar = self._bar(epoch, len(train_loader), state.batch, env)
+            pending = 0  # steps since the last NaN/inf check
+            started = time.perf_counter()
+            try:
+                for batch in train_loader.iterate(epoch, start=state.batch):
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast:
+                        out = runner(batch)
+                    loss = out["loss"]
+                    scaler.scale(loss).backward()
+                    if self.gradient_clip_val > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+                    if scaler.is_enabled():
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    train_metrics.add(out, model.batch_weight(batch))
+                    recent_losses[pending].copy_(loss.detach())
+                    pending += 1
+                    state.step += 1
+                    state.batch += 1
+                    state.examples += len(batch[0]) * env.world_size
+                    stop = self.max_steps is not None and state.step >= self.max_steps
+                    if pending == self.log_every_n_steps or stop:
+                        self._check_finite(recent_losses[:pending], state.step, env)
+                        pending = 0
+                        if bar is not None:
+                            bar.set_postfix(train_metrics.compute(), refresh=False)
+                    if bar is not None:
+                        bar.update()
+                    if stop:
+                        break
+                self._check_finite(recent_losses[:pending], state.step, env)
+                pending = 0
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                state.seconds += time.perf_counter() - started
+                if bar is not None:
+                    bar.close()
+                record = {"epoch": epoch + 1, "step": state.step,
+                          **{f"train_{k}": v for k, v in train_metrics.compute(reduce).items()},
+                          **{f"val_{k}": v for k, v in self.validate(model, val_loader, autocast, reduce).items()},
+                          "seconds": round(state.seconds, 4),
+                          "examples_per_s": round(state.examples / state.seconds, 1) if state.seconds else None}
+                state.history.append(record)
+                state.epoch, state.batch = epoch + 1, 0
+                if write:
+                    self._save_checkpoint(model, optimizer, train_metrics, state)
+                    write_jsonl(self.run_dir / "metrics.jsonl", state.history)
+                if env.is_main:
+                    self.log(_format_record(record, self.max_epochs))
+            except KeyboardInterrupt:
+                if bar is not None:
+                    bar.close()
+                state.seconds += time.perf_counter() - started
+                # never checkpoint a NaN; no collective here: ranks may be interrupted at different steps
+                self._check_finite(recent_losses[:pending], state.step, DistEnv())
+                where = f"epoch {epoch + 1}, step {state.step}"
+                if write:
+                    self._save_checkpoint(model, optimizer, train_metrics, state)
+                    raise TrainingInterrupted(f"interrupted at {where}; checkpoint saved in "
+                                              f"{self.run_dir / CHECKPOINT_DIR}") from None
+                raise TrainingInterrupted(f"interrupted at {where}") from None
+            if stop:
+                break
+
+        if write and state.history:
+            plot_curves(state.history, self.run_dir / "curves.png", title=type(model).__name__)
+        in_sync = distributed.parameters_in_sync(model.parameters()) if env.distributed else None
+        return FitResult(
+            metrics={k: v for k, v in state.history[-1].items() if k.startswith(("train_", "val_"))}
+            if state.history else {},
+            history=state.history, epochs=state.epoch, steps=state.step, seconds=state.seconds,
+            examples=state.examples, device=str(device), precision=precision, world_size=env.world_size,
+            params_in_sync=in_sync)
+
+    @torch.no_grad()
+    def validate(self, model: Model, loader: TensorLoader, autocast: contextlib.AbstractContextManager,
+                 reduce: Callable[[Tensor], None] | None = None) -> dict[str, float]:
+        """Mean metrics over `loader` in eval mode (one host sync at the end)."""
+        model.eval()
+        metrics = MetricAccumulator(model.metrics, next(model.parameters()).device)
+        for batch in loader:
+            with autocast:
+                out = model.validation_step(batch)
+            metrics.add(out, model.batch_weight(batch))
+        model.train()
+        return metrics.compute(reduce)
+
+    # --- helpers ---------------------------------------------------------------------------------------------------
+    def _prepare(self, loader: TensorLoader, device: torch.device, env: DistEnv, pad: bool) -> TensorLoader:
+        if not isinstance(loader, TensorLoader):
+            raise ZooError(f"the trainer batches from a TensorLoader; {type(loader).__name__} is not one")
+        loader = loader.to(device).replace(seed=self.seed or 0)
+        return loader.shard(env.rank, env.world_size, pad=pad) if env.distributed else loader
+
+    @staticmethod
+    def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+        if precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+
+    def _check_finite(self, losses: Tensor, step: int, env: DistEnv) -> None:
+        """Raise `NonFiniteLossError` naming the first step whose loss was NaN/inf (one host sync)."""
+        if losses.numel() == 0:
+            return
+        bad = ~torch.isfinite(losses)
+        flag = bad.any().float().reshape(1)
+        if env.distributed:
+            distributed.all_reduce_max(flag)
+        if flag.item():
+            first = int(bad.nonzero()[0].item()) if bad.any() else 0
+            bad_step = step - losses.numel() + first + 1
+            kept = (f"; the last good checkpoint is {self.run_dir / CHECKPOINT_DIR}"
+                    if self.run_dir is not None and (self.run_dir / CHECKPOINT_DIR).is_dir() else "")
+            raise NonFiniteLossError(f"the loss became {float(losses[first]) if bad.any() else 'NaN/inf'} at step "
+                                     f"{bad_step}; lower the learning rate or clip gradients{kept}")
+
+    def _bar(self, epoch: int, total: int, initial: int, env: DistEnv) -> Any:
+        use = self.progress if self.progress is not None else sys.stderr.isatty()
+        if not (use and env.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
+                    file=sys.stderr, dynamic_ncols=True)
+
+    # --- checkpoints -----------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model: Model, optimizer: Optimizer, train_metrics: MetricAccumulator,
+                         state: _Progress) -> Path:
+        """Write weights (safetensors) and trainer state (tensors and plain values, loaded with weights_only=True)
+        to a new folder, then swap it in place of the previous checkpoint."""
+        assert self.run_dir is not None
+        target = self.run_dir / CHECKPOINT_DIR
+        tmp = self.run_dir / f".{CHECKPOINT_DIR}.tmp"
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_weights(model, tmp / "model.safetensors")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optimizer.state_dict(), "metrics": train_metrics.state_dict(), "rng": rng,
+                    "progress": {"epoch": state.epoch, "batch": state.batch, "step": state.step,
+                                 "seconds": state.seconds, "examples": state.examples,
+                                 "history": json.dumps(state.history)},
+                    "seed": self.seed}, tmp / "state.pt")
+        write_json(tmp / "checkpoint.json", {"files": file_records(tmp), "epoch": state.epoch, "step": state.step})
+        replace_dir(tmp, target)
+        return target
+
+    def _load_checkpoint(self, path: Path, model: Model, optimizer: Optimizer, train_metrics: MetricAccumulator,
+                         device: torch.device) -> _Progress:
+        index = path / "checkpoint.json"
+        if not index.is_file():
+            raise ZooError(f"{path} is not a checkpoint (no checkpoint.json)")
+        problems = check_hashes(path, json.loads(index.read_text(encoding="utf-8")))
+        if problems:
+            raise IntegrityError(f"checkpoint {path} is damaged: {'; '.join(problems)}")
+        blob = torch.load(path / "state.pt", map_location=device, weights_only=True)
+        if blob.get("seed") != self.seed:
+            raise ZooError(f"checkpoint {path} was trained with seed {blob.get('seed')}, not {self.seed}: the data "
+                           f"order would differ")
+        load_weights(model, path / "model.safetensors")
+        optimizer.load_state_dict(blob["optimizer"])
+        train_metrics.load_state_dict(blob["metrics"])
+        torch.set_rng_state(blob["rng"]["torch"].cpu())
+        if "cuda" in blob["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in blob["rng"]["cuda"]])
+        p = blob["progress"]
+        return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
+                         examples=p["examples"], history=json.loads(p["history"]))
+
+
+def _format_record(record: dict[str, Any], max_epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{max_epochs}", f"step {record['step']}"]
+    for key, value in record.items():
+        if key.startswith(("train_", "val_")) and isinstance(value, float) and math.isfinite(value):
+            parts.append(f"{key} {value:.4f}")
+    if record.get("examples_per_s"):
+        parts.append(f"{record['seconds']:.1f}s {record['examples_per_s']:,.0f} ex/s")
+    return "  ".join(parts)
+

@@ -1,0 +1,311 @@
+"""The zoo's verbs on registered models and their runs: `train`, `export`, `verify`. The CLI is a shell over these.
+
+A run is a folder ``OUT/MODEL/RUN-ID`` (see artifacts/README.md) whose ``manifest.json`` says what it is: model,
+preset, hyper-parameters, data, trainer settings, metrics, speed, versions, the sha256 of every file, and after
+export the ONNX graph's inputs/outputs and the parity results.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo_core import __version__
+from zoo_core.artifacts import (
+    check_hashes, create_run_dir, read_manifest, resolve_run, write_manifest,
+)
+from zoo_core.distributed import DistEnv
+from zoo_core.errors import NonFiniteLossError, TrainingInterrupted, ZooError
+from zoo_core.hparams import accepted_arguments, parse_assignments, resolve_overrides
+from zoo_core.model import Model
+from zoo_core.registry import (
+    ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
+)
+from zoo_core.trainer import CHECKPOINT_DIR, Trainer
+from zoo_core.weights import load_weights, save_weights
+
+Log = Callable[[str], None]
+PARITY_BATCH_SIZE = 3  # not export.TRACE_BATCH_SIZE: parity must hold at a batch size the export did not trace
+WEIGHTS = "model.safetensors"
+ONNX_FILE = "model.onnx"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions(spec: ModelSpec) -> dict[str, str | None]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    onnxruntime = version("onnxruntime") or version("onnxruntime-gpu")
+    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": version("onnx"),
+            "onnxruntime": onnxruntime, "zoo-core": __version__, spec.plugin: version(spec.plugin)}
+
+
+def _plugin_version(spec: ModelSpec) -> str | None:
+    try:
+        return metadata.version(spec.plugin)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+# --- train ----------------------------------------------------------------------------------------------------------
+
+def _configure(spec: ModelSpec, preset: str, assignments: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Model, data and trainer settings: the preset's, overridden by ``--set`` assignments (validated)."""
+    p = spec.preset(preset)
+    mcls, dcls = model_class(spec), data_class(get_data_spec(spec.dataset))
+    routed = resolve_overrides(assignments, {"model": (mcls, p.model), "data": (dcls, p.data)},
+                               owner=f"{spec.name} (model and data)")
+    trainer_args = accepted_arguments(Trainer) or {}
+    unknown = [k for k in p.train if k not in trainer_args]
+    if unknown:
+        raise ZooError(f"preset {preset!r} of {spec.name} sets unknown trainer options {', '.join(unknown)}")
+    return {**p.model, **routed["model"]}, {**p.data, **routed["data"]}, dict(p.train)
+
+
+def train(name: str, *, preset: str = "book", epochs: int | None = None, max_steps: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, assignments: Sequence[str] = (),
+          device: str = "auto", precision: str = "auto", seed: int = 0, data_dir: str | None = None,
+          out: str | Path = "artifacts", resume: str | None = None, log: Log = print,
+          command: str | None = None) -> Path | None:
+    """Train model `name` into a new run under `out` (or continue run `resume`); returns the run folder.
+
+    `assignments` are ``KEY=VALUE`` overrides of model or data hyper-parameters; `lr` and `batch_size` are
+    shorthands for ``lr=...`` and ``batch_size=...``. `command` is recorded in the manifest (the CLI passes its
+    command line). Under torchrun, only rank 0 writes and returns the folder;
+    the other ranks return None.
+    """
+    spec = get_spec(name)
+    env = DistEnv.from_env()
+    overrides = parse_assignments(assignments)
+    if lr is not None:
+        overrides["lr"] = repr(lr)
+    if batch_size is not None:
+        overrides["batch_size"] = str(batch_size)
+
+    ckpt = None
+    if resume is not None:
+        if overrides or preset != "book":
+            raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device "
+                           "and --precision may change")
+        run_dir = resolve_run(out, name, resume)
+        manifest = read_manifest(run_dir)
+        if manifest.get("model") != name:
+            raise ZooError(f"run {run_dir} is a run of {manifest.get('model')!r}, not of {name!r}")
+        ckpt = run_dir / CHECKPOINT_DIR
+        if not (ckpt / "checkpoint.json").is_file():
+            raise ZooError(f"run {run_dir} has no checkpoint to resume from")
+        preset, model_hp, data_hp = manifest["preset"], manifest["hparams"], manifest["data"]["hparams"]
+        trainer_cfg = dict(manifest["trainer"])
+        seed = trainer_cfg.pop("seed")
+    else:
+        model_hp, data_hp, trainer_cfg = _configure(spec, preset, overrides)
+        run_dir = None
+        manifest = None
+    if epochs is not None:
+        trainer_cfg["max_epochs"] = epochs
+    if max_steps is not None:
+        trainer_cfg["max_steps"] = max_steps
+    trainer_cfg.setdefault("max_epochs", 1)
+    trainer_cfg.setdefault("max_steps", None)
+    trainer_cfg.setdefault("gradient_clip_val", 0.0)
+
+    torch.manual_seed(seed)
+    data = build_data(spec, data_hp, data_dir=data_dir)
+    data.splits()  # load (or fail on missing data) before creating a run folder
+    model = build_model(spec, model_hp)
+
+    if env.is_main:
+        if run_dir is None:
+            run_dir = create_run_dir(out, name)
+            inputs, outputs = spec.io(preset)
+            manifest = {
+                "model": name, "run_id": run_dir.name, "status": "running", "created": _now(),
+                "plugin": {"name": spec.plugin, "version": _plugin_version(spec)},
+                "preset": preset, "task": spec.task, "hparams": model.hparams,
+                "data": {"name": spec.dataset, "hparams": data.hparams},
+                "trainer": {**trainer_cfg, "seed": seed},
+                "num_params": model.num_params(),
+                "inputs": [t.to_json() for t in inputs], "outputs": [t.to_json() for t in outputs],
+                "command": command,
+            }
+        manifest.update(status="running", updated=_now(), versions=_versions(spec))
+        manifest["trainer"].update({k: v for k, v in trainer_cfg.items() if k in ("max_epochs", "max_steps")})
+        write_manifest(run_dir, manifest)
+
+    trainer = Trainer(**trainer_cfg, device=device, precision=precision, seed=seed,
+                      run_dir=run_dir if env.is_main else None, log=log)
+    try:
+        result = trainer.fit(model, data, ckpt_path=ckpt)
+    except (TrainingInterrupted, NonFiniteLossError) as e:
+        if env.is_main and run_dir is not None:
+            interrupted = isinstance(e, TrainingInterrupted)
+            manifest.update(status="interrupted" if interrupted else "failed", error=str(e), updated=_now())
+            write_manifest(run_dir, manifest)
+            if interrupted:
+                raise TrainingInterrupted(f"{e}; continue with: zoo train {name} --resume {run_dir}") from None
+        raise
+    if not env.is_main:
+        return None
+
+    save_weights(model, run_dir / WEIGHTS, metadata={"zoo.model": name, "zoo.version": __version__,
+                                                     "zoo.hparams": json.dumps(model.hparams)})
+    manifest.update(
+        status="completed", updated=_now(), metrics={k: round(v, 6) for k, v in result.metrics.items()},
+        train={"epochs": result.epochs, "steps": result.steps, "seconds": round(result.seconds, 3),
+               "examples": result.examples, "examples_per_s": round(result.examples_per_s, 1),
+               "device": result.device, "precision": result.precision, "world_size": result.world_size,
+               "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(),
+               "machine": f"{platform.machine()} {platform.system()}"})
+    manifest.pop("error", None)
+    write_manifest(run_dir, manifest)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val_"))
+    log(f"{name}: {shown}  ({result.seconds:.1f}s, {result.examples_per_s:,.0f} examples/s on {result.device}"
+        + (f" x{result.world_size}" if result.world_size > 1 else "") + ")")
+    return run_dir
+
+
+# --- loading a run --------------------------------------------------------------------------------------------------
+
+def _finished_run(name: str, run: str | None, out: str | Path) -> tuple[ModelSpec, Path, dict[str, Any]]:
+    spec = get_spec(name)
+    run_dir = resolve_run(out, name, run)
+    manifest = read_manifest(run_dir)
+    if manifest.get("model") != name:
+        raise ZooError(f"run {run_dir} is a run of {manifest.get('model')!r}, not of {name!r}")
+    if manifest.get("status") != "completed":
+        raise ZooError(f"run {run_dir} did not finish (status {manifest.get('status')}); continue it with "
+                       f"`zoo train {name} --resume {run_dir}`")
+    return spec, run_dir, manifest
+
+
+def load_run_model(spec: ModelSpec, run_dir: Path, manifest: dict[str, Any]) -> Model:
+    """Rebuild a run's model from its manifest's hyper-parameters and load its weights (eval mode, CPU)."""
+    model = build_model(spec, manifest["hparams"])
+    load_weights(model, run_dir / WEIGHTS)
+    return model.eval()
+
+
+def _parity(spec: ModelSpec, model: Model, onnx_path: Path) -> dict[str, dict[str, Any]]:
+    from zoo_core.parity import CPU, CUDA, check_parity, cuda_unavailable_reason
+
+    torch.manual_seed(0)
+    inputs = model.example_inputs(PARITY_BATCH_SIZE)
+    tol = {"atol": spec.parity.atol, "rtol": spec.parity.rtol}
+    results = {CPU: check_parity(model, onnx_path, inputs, provider=CPU, **tol).to_json()}
+    reason = cuda_unavailable_reason()
+    results[CUDA] = ({"skipped": reason} if reason else
+                     check_parity(model, onnx_path, inputs, provider=CUDA, **tol).to_json())
+    model.cpu()
+    return results
+
+
+def _format_parity(provider: str, result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return f"{provider}: skipped ({result['skipped']})"
+    from zoo_core.parity import ParityResult
+
+    return str(ParityResult(**result))
+
+
+# --- export ---------------------------------------------------------------------------------------------------------
+
+def export(name: str, *, run: str | None = None, out: str | Path = "artifacts", onnx: bool = True,
+           opset: int = 18, log: Log = print) -> Path:
+    """Export a finished run: check its weights load; with `onnx`, write ``model.onnx`` and check parity with ONNX
+    Runtime (CPU, and CUDA where present). Records everything in the manifest; returns the exported file.
+
+    A parity failure is recorded, then raised as a `ZooError`.
+    """
+    spec, run_dir, manifest = _finished_run(name, run, out)
+    problems = check_hashes(run_dir, manifest)
+    if problems:
+        raise ZooError(f"run {run_dir} is damaged: {'; '.join(problems)}")
+    model = load_run_model(spec, run_dir, manifest)
+    if not onnx:
+        log(f"{WEIGHTS}: {model.num_params():,} parameters load into {type(model).__name__}")
+        return run_dir / WEIGHTS
+
+    from zoo_core.export import export_onnx
+
+    inputs, outputs = spec.io(manifest["preset"])
+    manifest["onnx"] = export_onnx(model, run_dir / ONNX_FILE, inputs, outputs, opset=opset,
+                                   exporter=spec.onnx_exporter)
+    manifest["parity"] = _parity(spec, model, run_dir / ONNX_FILE)
+    manifest["versions"] = _versions(spec)
+    manifest["updated"] = _now()
+    write_manifest(run_dir, manifest)
+    for provider, result in manifest["parity"].items():
+        log(_format_parity(provider, result))
+    failed = [p for p, r in manifest["parity"].items() if r.get("passed") is False]
+    if failed:
+        raise ZooError(f"ONNX Runtime parity failed on {', '.join(failed)} for {run_dir / ONNX_FILE} "
+                       f"(recorded in its manifest)")
+    return run_dir / ONNX_FILE
+
+
+# --- verify ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class VerifyReport:
+    """The checks `verify` ran on a run: (what, passed, detail) each."""
+
+    run_dir: Path
+    checks: list[tuple[str, bool | None, str]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(ok is not False for _, ok, _ in self.checks)
+
+    def add(self, what: str, ok: bool | None, detail: str = "") -> None:
+        self.checks.append((what, ok, detail))
+
+
+def verify(name: str, *, run: str | None = None, out: str | Path = "artifacts", log: Log = print) -> VerifyReport:
+    """Re-check a finished run: every file's sha256, that the weights load, and (if exported) ONNX Runtime
+    parity on CPU (and CUDA where present). Prints one line per check; raises a `ZooError` if any fails."""
+    spec, run_dir, manifest = _finished_run(name, run, out)
+    report = VerifyReport(run_dir)
+    damaged = set()
+    for rel, record in manifest.get("files", {}).items():
+        problem = check_hashes(run_dir, {"files": {rel: record}})
+        report.add(f"sha256 {rel}", not problem, problem[0] if problem else record["sha256"][:16])
+        if problem:
+            damaged.add(rel)
+    model = None
+    if WEIGHTS in damaged:
+        report.add("weights load", False, f"not loaded: {WEIGHTS} does not match its hash")
+    else:
+        try:
+            model = load_run_model(spec, run_dir, manifest)
+            report.add("weights load", True, f"{model.num_params():,} parameters into {type(model).__name__}")
+        except ZooError as e:
+            report.add("weights load", False, str(e))
+    if "onnx" not in manifest:
+        report.add("onnx parity", None, f"no ONNX export yet (zoo export {name} --onnx)")
+    elif ONNX_FILE in damaged or model is None:
+        report.add("onnx parity", False, "not checked: the ONNX file or the weights are damaged")
+    else:
+        for provider, result in _parity(spec, model, run_dir / ONNX_FILE).items():
+            report.add("onnx parity", None if "skipped" in result else result["passed"],
+                       _format_parity(provider, result))
+    for what, ok, detail in report.checks:
+        log(f"{'ok  ' if ok else 'FAIL' if ok is False else 'skip'}  {what}: {detail}")
+    if not report.passed:
+        bad = [what for what, ok, _ in report.checks if ok is False]
+        raise ZooError(f"verification of {run_dir} failed: {', '.join(bad)}")
+    log(f"{run_dir}: all checks passed")
+    return report
