@@ -31,12 +31,16 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _load_plugins(warn: bool = True) -> plugins.ZooState:
-    state = plugins.load()
-    if warn and _is_main_process():
+def _load_plugins() -> plugins.ZooState:
+    return plugins.load()
+
+
+def _warn_broken_plugins() -> None:
+    """After a command succeeded: one warning per broken plugin (on failure, the error line stands alone)."""
+    state = plugins.loaded()
+    if state is not None and _is_main_process():
         for info in state.broken:
             _err(f"warning: plugin {info.name} is broken and was skipped: {info.error} (see `zoo plugins`)")
-    return state
 
 
 def _echo_json(value: Any) -> None:
@@ -126,7 +130,7 @@ def info_command(name: str, as_json: bool) -> None:
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins: version, hooks, models; broken ones with their error (exit status 1 if any)."""
-    state = _load_plugins(warn=False)
+    state = _load_plugins()
     if as_json:
         _echo_json([p.to_json() for p in state.plugins])
     else:
@@ -209,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = cli.main(args=args, prog_name="zoo", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        if args[:1] != ["plugins"]:  # `zoo plugins` reports them itself
+            _warn_broken_plugins()
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.ClickException as e:  # bad options and arguments

@@ -76,7 +76,7 @@ def allowlist() -> set[str] | None:
     value = os.environ.get(ALLOWLIST_ENV)
     if value is None:
         return None
-    return {normalize(n) for n in value.split(",") if n.strip()}
+    return {normalize(n.strip()) for n in value.split(",") if n.strip()}
 
 
 def _error_line(e: BaseException) -> str:
@@ -175,6 +175,11 @@ def load() -> ZooState:
         manager.add_hookspecs(hookspecs)
         infos = _discover(manager)
         _state = ZooState(manager, _collect(manager, infos), infos)
+    return _state
+
+
+def loaded() -> ZooState | None:
+    """The plugins loaded so far in this process, without loading them."""
     return _state
 
 

@@ -171,7 +171,7 @@ class ModelContract:
 
         model = get_model(model_name, preset=self.preset)
         data = get_data(model_name, preset=self.preset)
-        result = Trainer(max_epochs=1, max_steps=3, device="cpu", run_dir=tmp_path, progress=False,
+        result = Trainer(max_epochs=3, max_steps=3, device="cpu", run_dir=tmp_path, progress=False,
                          log=lambda line: None).fit(model, data)
         assert result.steps == 3
         assert {f"val_{m}" for m in model.metrics} <= set(result.metrics)

@@ -29,7 +29,7 @@ from zoo_core.model import Model
 from zoo_core.registry import (
     ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
 )
-from zoo_core.trainer import CHECKPOINT_DIR, Trainer
+from zoo_core.trainer import CHECKPOINT_DIR, Trainer, resolve_device, resolve_precision
 from zoo_core.weights import load_weights, save_weights
 
 Log = Callable[[str], None]
@@ -123,6 +123,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     trainer_cfg.setdefault("max_steps", None)
     trainer_cfg.setdefault("gradient_clip_val", 0.0)
 
+    resolve_precision(precision, resolve_device(device, env.local_rank))  # fail before making a run folder
     torch.manual_seed(seed)
     data = build_data(spec, data_hp, data_dir=data_dir)
     data.splits()  # load (or fail on missing data) before creating a run folder

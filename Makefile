@@ -1,0 +1,36 @@
+# The two commands a new user needs. Both create .venv (core + every first-party plugin) if it is missing or stale.
+#   make demo   train the headline model's book recipe on its real data, export it to ONNX, verify it
+#   make test   run the test suite (pytest)
+# Data: set ZOO_DATA to a folder holding the book's data, or let the zoo download it to ~/.cache/zoo/data.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLUGINS := $(sort $(wildcard plugins/zoo-*))
+STAMP := $(VENV)/.zoo-installed
+DEMO_MODEL ?= softmax
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/zoo-*/pyproject.toml)
+	@echo "Setting up $(VENV): zoo-core and $(words $(PLUGINS)) plugins, with torch and ONNX Runtime (minutes the first time)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev]' $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+demo: $(STAMP)
+	@set -e; \
+	run=$$($(BIN)/zoo train $(DEMO_MODEL) | tail -n 1); \
+	$(BIN)/zoo export $(DEMO_MODEL) --run "$$run" --onnx; \
+	$(BIN)/zoo verify $(DEMO_MODEL) --run "$$run"
+
+# pytest's exit status is kept in $(VENV)/.pytest-status, since make reports any failure as 2 (.ci/run reads it).
+test: $(STAMP)
+	@rm -f $(VENV)/.pytest-status
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; echo $$status > $(VENV)/.pytest-status; exit $$status; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache build */*.egg-info plugins/*/*.egg-info

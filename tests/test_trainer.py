@@ -1,0 +1,169 @@
+"""The Trainer: it learns, averages metrics correctly, resumes bit for bit, stops on NaN, clips, picks devices."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from zoo_core import (
+    Classifier, NonFiniteLossError, Trainer, TrainingInterrupted, ZooError, get_data, get_model, resolve_device,
+)
+from zoo_core.data.fashion_mnist import FashionMNIST
+from zoo_core.trainer import resolve_precision
+
+
+class DropoutNet(Classifier):
+    """A small classifier with dropout, so that resuming must restore the RNG to be bit-for-bit."""
+
+    def __init__(self, lr: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
+
+    def forward(self, X):
+        return self.net(X)
+
+    def example_inputs(self, batch_size=2):
+        return (torch.rand(batch_size, 1, 28, 28),)
+
+
+def dropout_setup(seed=0):
+    torch.manual_seed(seed)
+    return DropoutNet(), FashionMNIST(batch_size=32, synthetic=True, num_train=160, num_val=64)
+
+
+def quiet(**kwargs):
+    return Trainer(device="cpu", progress=False, log=lambda line: None, **kwargs)
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_fit_learns_the_book_regression():
+    model, data = get_model("linreg", preset="book"), get_data("linreg", preset="book")
+    result = quiet(max_epochs=3).fit(model, data)
+    assert result.metrics["val_loss"] < 1e-3  # noise variance is 1e-4
+    assert result.epochs == 3 and result.steps == 3 * 32  # 1000 examples, batch 32: 31 full batches + 1
+    assert result.examples == 3 * 1000
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert result.history[0]["val_loss"] > result.history[-1]["val_loss"]
+
+
+def test_epoch_metrics_are_example_weighted_means():
+    """Batches of 7 over 100 examples (the last one short): the epoch loss is the mean over all examples."""
+    model = get_model("linreg-scratch", preset="book")
+    data = get_data("linreg-scratch", preset="book", num_val=100, batch_size=7)
+    X, y = data.splits()["val"]
+    trainer = quiet()
+    metrics = trainer.validate(model, trainer._prepare(data.val_dataloader(), torch.device("cpu"), _single(), False),
+                               torch.autocast("cpu", enabled=False))
+    with torch.no_grad():
+        assert metrics["loss"] == pytest.approx(model.loss(model(X), y).item(), rel=1e-5)
+
+
+def _single():
+    from zoo_core.distributed import DistEnv
+
+    return DistEnv()
+
+
+def test_resume_after_an_epoch_is_bit_for_bit(tmp_path):
+    model, data = dropout_setup()
+    straight = quiet(max_epochs=3).fit(model, data)
+    expected = params(model)
+
+    model, data = dropout_setup()
+    quiet(max_epochs=1, run_dir=tmp_path).fit(model, data)
+    model, data = dropout_setup(seed=123)  # initial weights must come from the checkpoint
+    resumed = quiet(max_epochs=3, run_dir=tmp_path).fit(model, data, ckpt_path=tmp_path / "checkpoint")
+    assert all(torch.equal(a, b) for a, b in zip(params(model), expected))
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in straight.history]
+    assert resumed.steps == straight.steps
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_and_resume_is_bit_for_bit(tmp_path):
+    model, data = dropout_setup()
+    quiet(max_epochs=2).fit(model, data)
+    expected = params(model)
+
+    model, data = dropout_setup()
+    calls = {"n": 0}
+    step = model.training_step
+
+    def interrupted_step(batch):
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2, third batch (5 batches per epoch)
+            raise KeyboardInterrupt
+        return step(batch)
+
+    model.training_step = interrupted_step
+    with pytest.raises(TrainingInterrupted, match="epoch 2, step 7"):
+        quiet(max_epochs=2, run_dir=tmp_path).fit(model, data)
+    saved = json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text())
+    assert saved["step"] == 7
+
+    model, data = dropout_setup(seed=7)
+    quiet(max_epochs=2, run_dir=tmp_path).fit(model, data, ckpt_path=tmp_path / "checkpoint")
+    assert all(torch.equal(a, b) for a, b in zip(params(model), expected))
+
+
+def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, data = dropout_setup()
+    calls = {"n": 0}
+    step = model.training_step
+
+    def poisoned_step(batch):
+        calls["n"] += 1
+        out = step(batch)
+        return {**out, "loss": out["loss"] * float("nan")} if calls["n"] >= 7 else out
+
+    model.training_step = poisoned_step
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 7;.*last good checkpoint"):
+        quiet(max_epochs=3, run_dir=tmp_path, log_every_n_steps=50).fit(model, data)
+    saved = json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text())
+    assert saved["epoch"] == 1 and saved["step"] == 5  # epoch 1's checkpoint, not the poisoned epoch 2
+    restored = DropoutNet()
+    quiet(max_epochs=1).fit(restored, data, ckpt_path=tmp_path / "checkpoint")  # loads, already done: no steps
+    assert all(torch.isfinite(p).all() for p in restored.parameters())
+
+
+def test_gradient_clipping_bounds_each_update():
+    """With SGD, one clipped step moves the parameters by at most lr * clip (global norm)."""
+    model = get_model("linreg-scratch", preset="book", lr=0.5)
+    data = get_data("linreg-scratch", preset="book")
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    quiet(max_epochs=1, max_steps=1, gradient_clip_val=0.01).fit(model, data)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(0.5 * 0.01, rel=1e-3)
+
+
+def test_bf16_autocast_trains_on_cpu():
+    model, data = get_model("softmax", preset="tiny"), get_data("softmax", preset="tiny")
+    result = quiet(max_epochs=3, precision="bf16").fit(model, data)
+    assert result.precision == "bf16"
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+
+
+def test_plain_progress_lines_one_per_epoch():
+    lines = []
+    Trainer(max_epochs=2, device="cpu", progress=False, log=lines.append).fit(
+        get_model("softmax", preset="tiny"), get_data("softmax", preset="tiny"))
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2") and "val_acc" in lines[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
+def test_device_errors_are_clear():
+    with pytest.raises(ZooError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(ZooError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(ZooError, match="precision 16 needs CUDA"):
+        resolve_precision("16", torch.device("cpu"))
+    assert resolve_device("auto").type in ("cpu", "mps")
+    assert resolve_precision("auto", torch.device("cpu")) == "32"
