@@ -43,8 +43,8 @@ def unknown(kind: str, name: str, known: Iterable[str], hint: str = "") -> Unkno
     """An `UnknownNameError` that suggests the closest known names ("did you mean ...?")."""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if not close:  # prefixes and substrings catch what edit distance misses ("res" -> "resnet18")
-        close = [k for k in known if name and (k.startswith(name) or name in k)][:3]
+    # prefixes and substrings catch what edit distance misses ("res" -> "resnet18")
+    close = (close + [k for k in known if name and (k.startswith(name) or name in k) and k not in close])[:3]
     message = f"unknown {kind} {name!r}"
     if close:
         message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -30,7 +30,7 @@ class HyperParameters:
         skip = set(ignore) | {"self"}
         values = {name: info.locals[name] for name in info.args if name not in skip}
         if info.keywords:
-            values.update(info.locals[info.keywords])
+            values.update({k: v for k, v in info.locals[info.keywords].items() if k not in skip})
         for name, value in values.items():
             try:
                 json.dumps(value)
@@ -43,7 +43,10 @@ class HyperParameters:
 
 def accepted_arguments(cls: type) -> dict[str, inspect.Parameter] | None:
     """The keyword arguments ``cls(...)`` accepts, or None when it takes ``**kwargs`` (anything)."""
-    params = inspect.signature(cls).parameters
+    try:  # zoo modules use `from __future__ import annotations`: resolve the strings to types
+        params = inspect.signature(cls, eval_str=True).parameters
+    except (NameError, TypeError, SyntaxError):
+        params = inspect.signature(cls).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -92,8 +95,15 @@ def _target_type(current: Any, annotation: Any) -> Any:
     return None if current is None else type(current)
 
 
+def _optional(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation)
+
+
 def coerce(key: str, text: str, current: Any = None, annotation: Any = None) -> Any:
     """Convert ``--set key=text`` to the type of the value it replaces (`current`) or of its annotation."""
+    if text.strip().lower() in ("null", "none") and (current is None or _optional(annotation)):
+        return None
     target = _target_type(current, annotation)
     try:
         if target is bool:

@@ -31,14 +31,12 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool",
 class TensorSpec:
     """A named tensor with symbolic dimensions, written ``"X: float32[batch, 1, 28, 28]"``.
 
-    A dimension is an int (fixed) or a name (dynamic in the ONNX export: ``batch``, ``seq`` ...). Integer inputs may
-    declare the exclusive upper bound of their values (``high``: a vocabulary size) for example inputs.
+    A dimension is an int (fixed) or a name (dynamic in the ONNX export: ``batch``, ``seq`` ...).
     """
 
     name: str
     dtype: str
     shape: tuple[int | str, ...]
-    high: int | None = None
 
     @classmethod
     def parse(cls, text: str | TensorSpec) -> TensorSpec:
@@ -50,8 +48,11 @@ class TensorSpec:
         name, dtype, dims = match.groups()
         if dtype not in DTYPES:
             raise ValueError(f"tensor spec {text!r}: unknown dtype {dtype!r} (one of {', '.join(DTYPES)})")
-        shape = tuple(int(d) if d.strip().isdigit() else d.strip() for d in dims.split(",") if d.strip())
-        return cls(name, dtype, shape)
+        parts = [d.strip() for d in dims.split(",")] if dims.strip() else []
+        bad = [d for d in parts if not (d.isdigit() or d.isidentifier())]
+        if bad:
+            raise ValueError(f"tensor spec {text!r}: dimension {bad[0]!r} is neither a size nor a name")
+        return cls(name, dtype, tuple(int(d) if d.isdigit() else d for d in parts))
 
     def concrete_shape(self, dims: Mapping[str, int]) -> tuple[int, ...]:
         """The shape with symbolic dimensions replaced by ``dims[name]``."""
@@ -247,7 +248,11 @@ def list_models(pattern: str | None = None, chapter: int | None = None, plugin: 
              if (pattern is None or fnmatch.fnmatchcase(s.name, pattern))
              and (chapter is None or s.chapter == chapter)
              and (plugin is None or s.plugin == plugin)]
-    return sorted(specs, key=lambda s: (s.chapter, s.section, s.name))
+    return sorted(specs, key=lambda s: (s.chapter, _section_key(s.section), s.name))
+
+
+def _section_key(section: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in section.split("."))
 
 
 def list_datasets() -> list[DataSpec]:

@@ -167,7 +167,8 @@ class Trainer:
         precision = resolve_precision(self.precision, device)
         joined = distributed.init_process_group(env, device)
         try:
-            return self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
+            with _tf32(device):
+                return self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
         finally:
             if joined:
                 torch.distributed.destroy_process_group()
@@ -379,6 +380,20 @@ class Trainer:
         p = blob["progress"]
         return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
                          examples=p["examples"], history=json.loads(p["history"]))
+
+
+@contextlib.contextmanager
+def _tf32(device: torch.device):
+    """TF32 matmuls and convolutions while training on CUDA (restored after; parity checks run with TF32 off)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _format_record(record: dict[str, Any], max_epochs: int) -> str:

@@ -45,13 +45,14 @@ def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return [d.expanduser() for d in dict.fromkeys(dirs)]
 
 
-_sha1_memo: dict[tuple[str, int, int], str] = {}
+_sha1_memo: dict[tuple, str] = {}
 
 
 def sha1_file(path: Path) -> str:
-    """SHA-1 of a file, remembered for this process while its size and mtime do not change."""
+    """SHA-1 of a file, remembered for this process while its inode, size, mtime and ctime do not change (a copy
+    that keeps the mtime still changes the ctime or the inode)."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _sha1_memo:
         digest = hashlib.sha1()
         with open(path, "rb") as f:
@@ -102,7 +103,7 @@ def find_data_files(dataset: str, files: Sequence[DataFile], data_dir: str | os.
     missing = [f.path for f in files if not any((root / f.path).is_file() for root in dirs)] or [files[0].path]
     what = missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
     searched = ", ".join(str(d) for d in dirs)
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0") or download is False:
+    if os.environ.get(OFFLINE_ENV, "").lower() not in ("", "0", "false", "no") or download is False:
         reason = f"downloads are off ({OFFLINE_ENV}=1)" if download is not False else "not downloaded"
     else:
         root = dirs[0]

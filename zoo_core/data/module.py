@@ -98,7 +98,8 @@ class TensorLoader:
         if self.world_size > 1:
             if self.pad:
                 total = math.ceil(n / self.world_size) * self.world_size
-                index = torch.cat([index, index[: total - n]])
+                extra = total - n  # may exceed n on a tiny dataset: repeat as often as needed
+                index = torch.cat([index, index.repeat(math.ceil(extra / n))[:extra]])
             index = index[self.rank :: self.world_size]
         return index.to(self.tensors[0].device)
 
