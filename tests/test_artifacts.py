@@ -57,7 +57,7 @@ def test_atomic_path_success_replaces_and_creates_parents(tmp_path):
 def test_atomic_write_text_and_json(tmp_path):
     target = tmp_path / "notes.txt"
     atomic_write_text(target, "héllo\nwörld\n")
-    assert target.read_bytes() == "héllo\nwörld\n".encode("utf-8")
+    assert target.read_bytes() == "héllo\nwörld\n".encode()
     atomic_write_text(target, "second")
     assert target.read_text(encoding="utf-8") == "second"
     write_json(tmp_path / "v.json", {"b": [1, 2], "a": "x"})

@@ -12,7 +12,7 @@ from zoo_core import (
     Classifier, NonFiniteLossError, Trainer, TrainingInterrupted, ZooError, get_data, get_model, resolve_device,
 )
 from zoo_core.data.fashion_mnist import FashionMNIST
-from zoo_core.trainer import resolve_precision
+from zoo_core.devices import resolve_precision
 
 
 class DropoutNet(Classifier):

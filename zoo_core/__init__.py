@@ -38,7 +38,7 @@ _LAZY = {
     "find_data_files": "zoo_core.data",
     "Trainer": "zoo_core.trainer",
     "FitResult": "zoo_core.trainer",
-    "resolve_device": "zoo_core.trainer",
+    "resolve_device": "zoo_core.devices",
     "save_weights": "zoo_core.weights",
     "load_weights": "zoo_core.weights",
     "export_onnx": "zoo_core.export",
@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from zoo_core.export import export_onnx
     from zoo_core.model import Classifier, Model
     from zoo_core.parity import ParityResult, check_parity
-    from zoo_core.trainer import FitResult, Trainer, resolve_device
+    from zoo_core.devices import resolve_device
+    from zoo_core.trainer import FitResult, Trainer
     from zoo_core.weights import load_weights, save_weights
     from zoo_core.workflows import export, train, verify
 

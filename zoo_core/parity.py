@@ -11,15 +11,15 @@ magnitude exceeds ``atol`` (elsewhere a relative error means nothing). ``passed`
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from zoo_core.devices import tf32
 from zoo_core.errors import ZooError
 from zoo_core.model import Model
 
@@ -62,16 +62,6 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _session(onnx_path: str | os.PathLike, provider: str):  # -> onnxruntime.InferenceSession
     import onnxruntime
 
@@ -93,7 +83,7 @@ def check_parity(model: Model, onnx_path: str | os.PathLike, inputs: Sequence[Te
     """Run `model` and the ONNX file on `inputs`, and compare every output."""
     device = torch.device("cuda") if provider == CUDA else torch.device("cpu")
     model = model.to(device).eval()
-    with torch.no_grad(), _no_tf32():
+    with torch.no_grad(), tf32(False):
         expected = model(*(t.to(device) for t in inputs))
     expected = [expected] if isinstance(expected, Tensor) else list(expected)
     session = _session(onnx_path, provider)

@@ -27,56 +27,14 @@ from torch import Tensor, nn
 from zoo_core import distributed
 from zoo_core.artifacts import check_hashes, file_records, replace_dir, write_json
 from zoo_core.data.module import DataModule, TensorLoader
+from zoo_core.devices import resolve_device, resolve_precision, tf32
 from zoo_core.distributed import DistEnv
 from zoo_core.errors import IntegrityError, NonFiniteLossError, TrainingInterrupted, ZooError
 from zoo_core.metrics import MetricAccumulator, plot_curves, write_jsonl
 from zoo_core.model import Model, Optimizer
 from zoo_core.weights import load_weights, save_weights
 
-PRECISIONS = ("auto", "32", "bf16", "16")
 CHECKPOINT_DIR = "checkpoint"
-
-
-def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; unavailable ones are a
-    `ZooError`. Under torchrun, ``auto``/``cuda`` mean this process's GPU, ``cuda:LOCAL_RANK``."""
-    text = str(device)
-    if text == "auto":
-        if torch.cuda.is_available():
-            text = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            text = "mps"
-        else:
-            text = "cpu"
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise ZooError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ZooError(f"device {text!r} was asked for, but CUDA is not available here "
-                           f"(torch {torch.__version__}, {torch.cuda.device_count()} GPUs visible); use --device cpu")
-        index = resolved.index if resolved.index is not None else local_rank
-        if index >= torch.cuda.device_count():
-            raise ZooError(f"device cuda:{index} does not exist: {torch.cuda.device_count()} GPU(s) visible")
-        return torch.device("cuda", index)
-    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ZooError("device 'mps' was asked for, but MPS is not available here; use --device cpu")
-    if resolved.type not in ("cpu", "cuda", "mps"):
-        raise ZooError(f"unsupported device {text!r}; use auto, cpu, cuda, cuda:N or mps")
-    return resolved
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 autocast on CUDA and fp32 elsewhere; fp16 needs CUDA (it needs loss scaling)."""
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise ZooError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
-    if precision == "16" and device.type != "cuda":
-        raise ZooError(f"precision 16 needs CUDA (loss scaling); on {device.type} use bf16 or 32")
-    return precision
 
 
 @dataclass
@@ -167,7 +125,7 @@ class Trainer:
         precision = resolve_precision(self.precision, device)
         joined = distributed.init_process_group(env, device)
         try:
-            with _tf32(device):
+            with tf32(device.type == "cuda"):  # TF32 for training on CUDA; parity turns it off
                 return self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
         finally:
             if joined:
@@ -380,20 +338,6 @@ class Trainer:
         p = blob["progress"]
         return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
                          examples=p["examples"], history=json.loads(p["history"]))
-
-
-@contextlib.contextmanager
-def _tf32(device: torch.device):
-    """TF32 matmuls and convolutions while training on CUDA (restored after; parity checks run with TF32 off)."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _format_record(record: dict[str, Any], max_epochs: int) -> str:

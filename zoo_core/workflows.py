@@ -29,7 +29,8 @@ from zoo_core.model import Model
 from zoo_core.registry import (
     ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
 )
-from zoo_core.trainer import CHECKPOINT_DIR, Trainer, resolve_device, resolve_precision
+from zoo_core.devices import resolve_device, resolve_precision
+from zoo_core.trainer import CHECKPOINT_DIR, Trainer
 from zoo_core.weights import load_weights, save_weights
 
 Log = Callable[[str], None]
