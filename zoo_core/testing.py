@@ -116,8 +116,14 @@ class ModelContract:
         if self.plugin is not None:
             assert spec.plugin == self.plugin
         get_data_spec(spec.dataset)  # the dataset it trains on is registered
+        from zoo_core import Trainer
+        from zoo_core.hparams import accepted_arguments
+
+        trainer_options = accepted_arguments(Trainer) or {}
         for preset_name, preset in spec.presets.items():
             assert preset.num_params is not None, f"preset {preset_name} does not declare num_params"
+            unknown = set(preset.train) - set(trainer_options)
+            assert not unknown, f"preset {preset_name}: {sorted(unknown)} are not Trainer options"
         assert spec.summary and spec.section.startswith(f"{spec.chapter}.")
 
     @pytest.mark.parametrize("preset_name", ["tiny", "book"])

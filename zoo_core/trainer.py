@@ -163,7 +163,7 @@ class Trainer:
                 train_metrics.reset()
             bar = self._bar(epoch, len(train_loader), state.batch, env)
             pending = 0  # steps since the last NaN/inf check
-            started = time.perf_counter()
+            started: float | None = time.perf_counter()
             try:
                 for batch in train_loader.iterate(epoch, start=state.batch):
                     optimizer.zero_grad(set_to_none=True)
@@ -200,6 +200,7 @@ class Trainer:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 state.seconds += time.perf_counter() - started
+                started = None  # counted: validation and checkpointing are not training time
                 if bar is not None:
                     bar.close()
                 record = {"epoch": epoch + 1, "step": state.step,
@@ -217,7 +218,8 @@ class Trainer:
             except KeyboardInterrupt:
                 if bar is not None:
                     bar.close()
-                state.seconds += time.perf_counter() - started
+                if started is not None:
+                    state.seconds += time.perf_counter() - started
                 # never checkpoint a NaN; no collective here: ranks may be interrupted at different steps
                 self._check_finite(recent_losses[:pending], state.step, DistEnv())
                 where = f"epoch {epoch + 1}, step {state.step}"

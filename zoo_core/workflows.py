@@ -43,23 +43,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _versions(spec: ModelSpec) -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    onnxruntime = version("onnxruntime") or version("onnxruntime-gpu")
-    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": version("onnx"),
-            "onnxruntime": onnxruntime, "zoo-core": __version__, spec.plugin: version(spec.plugin)}
-
-
-def _plugin_version(spec: ModelSpec) -> str | None:
+def _version(distribution: str) -> str | None:
     try:
-        return metadata.version(spec.plugin)
+        return metadata.version(distribution)
     except (metadata.PackageNotFoundError, ValueError):
         return None
+
+
+def _versions(spec: ModelSpec) -> dict[str, str | None]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": _version("onnx"),
+            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"), "zoo-core": __version__,
+            spec.plugin: _version(spec.plugin)}
 
 
 # --- train ----------------------------------------------------------------------------------------------------------
@@ -136,7 +130,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
             inputs, outputs = spec.io(preset)
             manifest = {
                 "model": name, "run_id": run_dir.name, "status": "running", "created": _now(),
-                "plugin": {"name": spec.plugin, "version": _plugin_version(spec)},
+                "plugin": {"name": spec.plugin, "version": _version(spec.plugin)},
                 "preset": preset, "task": spec.task, "hparams": model.hparams,
                 "data": {"name": spec.dataset, "hparams": data.hparams},
                 "trainer": {**trainer_cfg, "seed": seed},
