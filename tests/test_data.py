@@ -508,3 +508,22 @@ def test_fashion_mnist_corrupt_file_raises_integrity_error(tmp_path, monkeypatch
         FashionMNIST(data_dir=str(copy)).load()
     message = str(info.value)
     assert "t10k-labels-idx1-ubyte" in message and "\n" not in message
+
+
+def test_find_data_files_downloads_from_a_url_and_checks_it(tmp_path, monkeypatch):
+    """The URL path end to end (urllib reads file:// URLs too): fetched into the first data folder, then checked."""
+    source = tmp_path / "server" / "timemachine.txt"
+    source.parent.mkdir()
+    source.write_text("The Time Traveller (for so it will be convenient to speak of him)")
+    sha1 = hashlib.sha1(source.read_bytes()).hexdigest()
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    target = tmp_path / "data"
+    root = find_data_files("time-machine", [DataFile("timemachine.txt", sha1, source.as_uri())], data_dir=target)
+    assert root == target and (target / "timemachine.txt").read_bytes() == source.read_bytes()
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no partial download left behind
+
+    source.write_text("a different book")
+    with pytest.raises(IntegrityError, match="the download of .* has SHA-1 .* it was not kept"):
+        find_data_files("time-machine", [DataFile("other.txt", sha1, source.as_uri())], data_dir=tmp_path / "d2")
+    assert not list((tmp_path / "d2").iterdir())  # nothing kept, so the next run downloads again

@@ -70,7 +70,8 @@ def check_files(dataset: str, root: Path, files: Sequence[DataFile]) -> None:
                                  f"or not the book's file: replace it, or delete it to download it again")
 
 
-def _download_urls(root: Path, files: Sequence[DataFile]) -> None:
+def _download_urls(dataset: str, root: Path, files: Sequence[DataFile]) -> None:
+    """Fetch each missing file to a temporary name, check its SHA-1, then rename it into place."""
     for f in files:
         target = root / f.path
         if target.is_file():
@@ -82,6 +83,9 @@ def _download_urls(root: Path, files: Sequence[DataFile]) -> None:
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(f.url, timeout=60) as response:
                 shutil.copyfileobj(response, out)
+            if f.sha1 and (actual := sha1_file(Path(tmp))) != f.sha1:
+                raise IntegrityError(f"{dataset}: the download of {f.url} has SHA-1 {actual}, expected {f.sha1}; "
+                                     f"it was not kept")
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -108,7 +112,7 @@ def find_data_files(dataset: str, files: Sequence[DataFile], data_dir: str | os.
     else:
         root = dirs[0]
         try:
-            (download if callable(download) else lambda r: _download_urls(r, files))(root)
+            (download if callable(download) else lambda r: _download_urls(dataset, r, files))(root)
             if all((root / f.path).is_file() for f in files):
                 check_files(dataset, root, files)
                 return root
