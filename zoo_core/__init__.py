@@ -49,15 +49,15 @@ _LAZY = {
     "verify": "zoo_core.workflows",
 }
 
-if TYPE_CHECKING:
-    from zoo_core.data import DataFile, DataModule, TensorLoader, find_data_files
-    from zoo_core.export import export_onnx
-    from zoo_core.model import Classifier, Model
-    from zoo_core.parity import ParityResult, check_parity
-    from zoo_core.devices import resolve_device
-    from zoo_core.trainer import FitResult, Trainer
-    from zoo_core.weights import load_weights, save_weights
-    from zoo_core.workflows import export, train, verify
+if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
+    from zoo_core.data import DataFile, DataModule, TensorLoader, find_data_files  # noqa: F401
+    from zoo_core.export import export_onnx  # noqa: F401
+    from zoo_core.model import Classifier, Model  # noqa: F401
+    from zoo_core.parity import ParityResult, check_parity  # noqa: F401
+    from zoo_core.devices import resolve_device  # noqa: F401
+    from zoo_core.trainer import FitResult, Trainer  # noqa: F401
+    from zoo_core.weights import load_weights, save_weights  # noqa: F401
+    from zoo_core.workflows import export, train, verify  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -31,10 +31,6 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _load_plugins() -> plugins.ZooState:
-    return plugins.load()
-
-
 def _warn_broken_plugins() -> None:
     """After a command succeeded: one warning per broken plugin (on failure, the error line stands alone)."""
     state = plugins.loaded()
@@ -74,7 +70,7 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> None:
     """List registered models; PATTERN is a shell glob on the name (e.g. 'soft*')."""
-    _load_plugins()
+    plugins.load()
     specs = registry.list_models(pattern, chapter)
     if as_json:
         _echo_json([{k: s.to_json()[k] for k in ("name", "chapter", "section", "task", "dataset", "summary",
@@ -96,7 +92,7 @@ def _kv(values: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info_command(name: str, as_json: bool) -> None:
     """Show a model's card: chapter, dataset, presets and their hyper-parameters, parameters, inputs/outputs."""
-    state = _load_plugins()
+    state = plugins.load()
     spec = registry.get_spec(name)
     if as_json:
         _echo_json(spec.to_json())
@@ -130,7 +126,7 @@ def info_command(name: str, as_json: bool) -> None:
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins: version, hooks, models; broken ones with their error (exit status 1 if any)."""
-    state = _load_plugins()
+    state = plugins.load()
     if as_json:
         _echo_json([p.to_json() for p in state.plugins])
     else:
@@ -164,7 +160,7 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
                   lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int,
                   data_dir: str | None, out: str, resume: str | None) -> None:
     """Train NAME with its preset's recipe; prints the run directory as the last line on stdout."""
-    _load_plugins()
+    plugins.load()
     from zoo_core import workflows
 
     run_dir = workflows.train(
@@ -185,7 +181,7 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
 @click.option("--opset", type=click.IntRange(min=7), default=18, show_default=True, help="ONNX opset.")
 def export_command(name: str, run: str | None, out: str, onnx_: bool, opset: int) -> None:
     """Export a trained run: check its safetensors weights load, and with --onnx write model.onnx + parity."""
-    _load_plugins()
+    plugins.load()
     from zoo_core import workflows
 
     report = workflows.export(name, run=run, out=out, onnx=onnx_, opset=opset,
@@ -200,7 +196,7 @@ def export_command(name: str, run: str | None, out: str, onnx_: bool, opset: int
               help="Artifacts root to look for runs in.")
 def verify_command(name: str, run: str | None, out: str) -> None:
     """Re-check a run: file hashes, weights load, ONNX Runtime parity (CPU; CUDA too where present)."""
-    _load_plugins()
+    plugins.load()
     from zoo_core import workflows
 
     workflows.verify(name, run=run, out=out, log=lambda line: click.echo(line))

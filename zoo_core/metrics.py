@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,10 +53,6 @@ class MetricAccumulator:
 def write_jsonl(path: str | os.PathLike, records: Sequence[Mapping[str, Any]]) -> None:
     """Write `records` as JSON lines, atomically (the whole file each time: it is a few lines)."""
     atomic_write_text(path, "".join(json.dumps(dict(r)) + "\n" for r in records))
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def plot_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> None:

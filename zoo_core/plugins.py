@@ -188,7 +188,3 @@ def reset() -> None:
     global _state
     _state = None
 
-
-def list_plugins() -> list[PluginInfo]:
-    """Every plugin that was considered: loaded ones and broken ones (with their error)."""
-    return list(load().plugins)
