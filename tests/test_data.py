@@ -510,7 +510,7 @@ def test_fashion_mnist_corrupt_file_raises_integrity_error(tmp_path, monkeypatch
     assert "t10k-labels-idx1-ubyte" in message and "\n" not in message
 
 
-def test_find_data_files_downloads_from_a_url_and_checks_it(tmp_path, monkeypatch):
+def test_find_data_files_downloads_from_a_url_and_checks_it(clean_env, tmp_path, monkeypatch):
     """The URL path end to end (urllib reads file:// URLs too): fetched into the first data folder, then checked."""
     source = tmp_path / "server" / "timemachine.txt"
     source.parent.mkdir()
@@ -527,3 +527,21 @@ def test_find_data_files_downloads_from_a_url_and_checks_it(tmp_path, monkeypatc
     with pytest.raises(IntegrityError, match="the download of .* has SHA-1 .* it was not kept"):
         find_data_files("time-machine", [DataFile("other.txt", sha1, source.as_uri())], data_dir=tmp_path / "d2")
     assert not list((tmp_path / "d2").iterdir())  # nothing kept, so the next run downloads again
+
+
+def test_data_streams_are_independent_of_the_training_seed():
+    """Regression: data generated with seed 0 once replayed torch.manual_seed(0)'s stream, so a linear model's initial
+    weights were a scaled copy of the first training example."""
+    from zoo_core.data import seeded_generator
+
+    torch.manual_seed(0)
+    init = torch.randn(1000)
+    for purpose in (("linear-data",), ("shuffle", 0), ("fashion-mnist-synthetic",)):
+        data = torch.randn(1000, generator=seeded_generator(0, *purpose))
+        assert abs(torch.corrcoef(torch.stack([init, data]))[0, 1]) < 0.1
+    first = torch.randn(5, generator=seeded_generator(0, "linear-data"))
+    assert torch.equal(first, torch.randn(5, generator=seeded_generator(0, "linear-data")))  # still reproducible
+    torch.manual_seed(0)
+    model_w = torch.normal(0, 0.01, (2,))
+    X = SyntheticRegression(num_train=1, num_val=1).load()["train"][0]
+    assert not torch.allclose(model_w * 100, X[0])

@@ -4,6 +4,6 @@ Importing this package imports torch; the built-in plugin (`zoo_core.core_plugin
 """
 
 from zoo_core.data.files import DataFile, data_dirs, find_data_files
-from zoo_core.data.module import DataModule, TensorLoader
+from zoo_core.data.module import DataModule, TensorLoader, seeded_generator
 
-__all__ = ["DataFile", "DataModule", "TensorLoader", "data_dirs", "find_data_files"]
+__all__ = ["DataFile", "DataModule", "TensorLoader", "data_dirs", "find_data_files", "seeded_generator"]

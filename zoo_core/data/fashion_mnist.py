@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo_core.data.files import DataFile, find_data_files
-from zoo_core.data.module import Batch, DataModule
+from zoo_core.data.module import Batch, DataModule, seeded_generator
 
 RAW = "FashionMNIST/raw/"
 FILES = (
@@ -74,7 +74,7 @@ class FashionMNIST(DataModule):
         return splits
 
     def _synthetic(self) -> dict[str, tuple[Tensor, ...]]:
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = seeded_generator(self.seed, "fashion-mnist-synthetic")
         templates = torch.rand(10, 1, 28, 28, generator=generator)
         splits = {}
         for split, n in (("train", self.num_train or 256), ("val", self.num_val or 64)):

@@ -9,6 +9,7 @@ same on every DDP rank, each of which takes its own strided share.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -19,6 +20,17 @@ from torch import Tensor
 from zoo_core.hparams import HyperParameters
 
 Batch = tuple[Tensor, ...]
+
+
+def seeded_generator(seed: int, *purpose: object) -> torch.Generator:
+    """A generator for one purpose (a dataset, an epoch's shuffle), seeded from a hash of (purpose, seed).
+
+    Plain ``Generator().manual_seed(seed)`` would replay the stream that ``torch.manual_seed(seed)`` gives the model's
+    initialisation: with both seeds 0, a linear model's initial weights would be a scaled copy of the first training
+    example. Hashing keeps every stream distinct, and stable across runs and machines.
+    """
+    digest = hashlib.sha256(repr((seed, *purpose)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 class TensorLoader:
@@ -91,8 +103,7 @@ class TensorLoader:
         if not self.shuffle and self.world_size == 1:
             return None
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            index = torch.randperm(n, generator=generator)
+            index = torch.randperm(n, generator=seeded_generator(self.seed, "shuffle", epoch))
         else:
             index = torch.arange(n)
         if self.world_size > 1:

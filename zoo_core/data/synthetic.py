@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from zoo_core.data.module import DataModule
+from zoo_core.data.module import DataModule, seeded_generator
 
 
 def linear_data(w: Tensor, b: float, noise: float, n: int, seed: int) -> tuple[Tensor, Tensor]:
     """``n`` examples of ``y = Xw + b + eps`` with ``X ~ N(0, 1)`` and ``eps ~ N(0, noise^2)``; y is ``(n, 1)``."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed, "linear-data")
     X = torch.randn(n, len(w), generator=generator)
     eps = torch.randn(n, 1, generator=generator) * noise
     return X, X @ w.reshape(-1, 1) + b + eps
