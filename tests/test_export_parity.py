@@ -89,3 +89,14 @@ def test_cuda_parity(softmax_onnx):
     result = check_parity(model, path, model.example_inputs(5), provider=CUDA)
     assert result.provider == CUDA and result.passed, str(result)
     model.cpu()
+
+
+def test_the_torchscript_fallback_exports_with_the_same_names_and_dynamic_dims(tmp_path):
+    """The legacy exporter, for a spec that says why it needs it (onnx_exporter="torchscript", onnx_reason=...)."""
+    spec = get_spec("softmax")
+    model = get_model("softmax", preset="tiny").eval()
+    info = export_onnx(model, tmp_path / "model.onnx", *spec.io("tiny"), exporter="torchscript")
+    assert info["exporter"] == "torchscript"
+    assert info["inputs"] == [{"name": "X", "dtype": "float32", "shape": ["batch", 1, 28, 28]}]
+    assert info["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}]
+    assert check_parity(model, tmp_path / "model.onnx", (torch.rand(5, 1, 28, 28),)).passed
