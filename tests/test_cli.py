@@ -115,6 +115,7 @@ def test_resume_continues_the_same_run(tmp_path, zoo):
     manifest = json.loads(open(f"{run}/manifest.json").read())
     assert manifest["trainer"]["max_epochs"] == 3 and manifest["train"]["epochs"] == 3
     zoo("train", "linreg", "--resume", run, "--lr", "0.5", "--out", out).assert_one_line_error("--resume")
+    zoo("train", "linreg", "--resume", run, "--seed", "0", "--out", out).assert_one_line_error("--resume")
 
 
 def test_unfinished_runs_are_not_exported(run_dir, tmp_path, cli):

@@ -151,13 +151,13 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["auto", "32", "bf16", "16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on CUDA, fp32 elsewhere.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, dropout and data order.")
+@click.option("--seed", type=int, help="Seed of initialisation, dropout and data order.  [default: 0]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for data (then $ZOO_DATA).")
 @click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
               help="Artifacts root: runs go to OUT/NAME/RUN-ID.")
 @click.option("--resume", metavar="RUN", help="Continue a run (its directory or id) from its last checkpoint.")
 def train_command(name: str, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
-                  lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int,
+                  lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int | None,
                   data_dir: str | None, out: str, resume: str | None) -> None:
     """Train NAME with its preset's recipe; prints the run directory as the last line on stdout."""
     plugins.load()

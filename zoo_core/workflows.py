@@ -22,6 +22,7 @@ from zoo_core import __version__
 from zoo_core.artifacts import (
     check_hashes, create_run_dir, read_manifest, resolve_run, write_manifest,
 )
+from zoo_core.devices import resolve_device, resolve_precision
 from zoo_core.distributed import DistEnv
 from zoo_core.errors import NonFiniteLossError, TrainingInterrupted, ZooError
 from zoo_core.hparams import accepted_arguments, parse_assignments, resolve_overrides
@@ -29,7 +30,6 @@ from zoo_core.model import Model
 from zoo_core.registry import (
     ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
 )
-from zoo_core.devices import resolve_device, resolve_precision
 from zoo_core.trainer import CHECKPOINT_DIR, Trainer
 from zoo_core.weights import load_weights, save_weights
 
@@ -73,13 +73,13 @@ def _configure(spec: ModelSpec, preset: str, assignments: dict[str, str]) -> tup
 
 def train(name: str, *, preset: str = "book", epochs: int | None = None, max_steps: int | None = None,
           batch_size: int | None = None, lr: float | None = None, assignments: Sequence[str] = (),
-          device: str = "auto", precision: str = "auto", seed: int = 0, data_dir: str | None = None,
+          device: str = "auto", precision: str = "auto", seed: int | None = None, data_dir: str | None = None,
           out: str | Path = "artifacts", resume: str | None = None, log: Log = print,
           command: str | None = None) -> Path | None:
     """Train model `name` into a new run under `out` (or continue run `resume`); returns the run folder.
 
     `assignments` are ``KEY=VALUE`` overrides of model or data hyper-parameters; `lr` and `batch_size` are
-    shorthands for ``lr=...`` and ``batch_size=...``. `command` is recorded in the manifest (the CLI passes its
+    shorthands for ``lr=...`` and ``batch_size=...``. `seed` defaults to 0 (a resumed run keeps its own). `command` is recorded in the manifest (the CLI passes its
     command line). Under torchrun, only rank 0 writes and returns the folder;
     the other ranks return None.
     """
@@ -93,7 +93,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
 
     ckpt = None
     if resume is not None:
-        if overrides or preset != "book":
+        if overrides or preset != "book" or seed is not None:
             raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device "
                            "and --precision may change")
         run_dir = resolve_run(out, name, resume)
@@ -108,6 +108,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         seed = trainer_cfg.pop("seed")
     else:
         model_hp, data_hp, trainer_cfg = _configure(spec, preset, overrides)
+        seed = 0 if seed is None else seed
         run_dir = None
         manifest = None
     if epochs is not None:
