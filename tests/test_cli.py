@@ -166,3 +166,32 @@ def test_missing_dataset_offline_is_one_line_naming_the_file_and_folders(cli, tm
 def test_debug_shows_the_traceback(cli):
     result = cli("--debug", "train", "sofmax")
     assert result.returncode == 1 and "Traceback" in result.stderr and "UnknownNameError" in result.stderr
+
+
+def test_early_stop_patience_from_the_command_line(tmp_path, cli):
+    """`--early-stop-patience` reaches the trainer, is recorded, keeps best/, and cannot change on --resume."""
+    result = cli("train", "softmax", "--preset", "tiny", "--epochs", "4", "--early-stop-patience", "1",
+                 "--set", "lr=50", "--out", str(tmp_path))  # lr 50 makes validation accuracy wander
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "softmax" / result.stdout.splitlines()[-1].rsplit("/", 1)[-1]
+    manifest = read_manifest(run)
+    assert manifest["trainer"]["early_stop_patience"] == 1
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(len(history)), key=lambda i: (history[i]["val_acc"], -i))
+    assert manifest["train"]["best_epoch"] == best + 1
+    assert manifest["metrics"]["val_acc"] == pytest.approx(history[best]["val_acc"], abs=1e-6)
+    assert json.loads((run / "best" / "best.json").read_text())["epoch"] == best + 1
+    assert manifest["train"]["stopped_early"] == (len(history) < 4)
+    cli("train", "softmax", "--resume", str(run), "--early-stop-patience", "2",
+        "--out", str(tmp_path)).assert_one_line_error("--resume")
+
+
+def test_info_layers_prints_each_layers_output_shape(cli):
+    result = cli("info", "softmax", "--layers", "--preset", "tiny")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "7,850 parameters" in lines[0] and "(1, 1, 28, 28)" in lines[0]
+    assert lines[2].split() == ["0", "Flatten", "1x784"] and lines[3].split() == ["1", "Linear", "1x10"]
+    as_json = json.loads(cli("info", "softmax", "--layers", "--json").stdout)
+    assert as_json == [{"name": "0", "layer": "Flatten", "output_shape": [1, 784]},
+                       {"name": "1", "layer": "Linear", "output_shape": [1, 10]}]

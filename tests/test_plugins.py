@@ -190,3 +190,36 @@ def test_the_readme_plugin_gets_the_contract_suite(plugin_factory, tmp_path):
     bad = pytest_run(lying)
     assert bad.returncode == 1
     assert "test_card_matches_built_model[tiny-mlp-tiny]" in bad.stdout and "1 failed" in bad.stdout
+
+
+def test_plugins_add_commands_and_a_taken_name_breaks_only_that_plugin(acme, plugin_factory, tmp_path, zoo):
+    hello = plugin_factory(tmp_path / "hello", "hello-zoo", {"hello_zoo.py": """
+        import click
+        from zoo_core import hookimpl
+
+        @hookimpl
+        def zoo_register_commands(cli):
+            @cli.command()
+            @click.argument("name")
+            def hello(name):
+                \"\"\"Say hello.\"\"\"
+                click.echo(f"hello {name}")
+        """}, {"hello": "hello_zoo"})
+    squatter = plugin_factory(tmp_path / "squat", "squat-zoo", {"squat_zoo.py": """
+        from zoo_core import hookimpl
+
+        @hookimpl
+        def zoo_register_commands(cli):
+            @cli.command(name="train")
+            def train():
+                pass
+        """}, {"squat": "squat_zoo"})
+    env = pythonpath(acme, hello, squatter)
+    said = zoo("hello", "world", env=env)
+    assert said.returncode == 0 and said.stdout == "hello world\n"
+    assert "hello" in zoo("--help", env=env).stdout
+    report = {p["name"]: p for p in json.loads(zoo("plugins", "--json", env=env).stdout)}
+    assert report["hello-zoo"]["commands"] == ["hello"] and report["hello-zoo"]["error"] is None
+    assert report["squat-zoo"]["error"] == "ValueError: command name(s) train already in use"
+    trained = zoo("train", "tiny-regressor", "--preset", "tiny", "--out", str(tmp_path / "out"), env=env)
+    assert trained.returncode == 0, trained.stderr  # the core's train survived the squatter

@@ -90,10 +90,16 @@ def _kv(values: dict[str, Any]) -> str:
 @cli.command("info")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info_command(name: str, as_json: bool) -> None:
+@click.option("--layers", is_flag=True,
+              help="Build the model and print each layer's output shape on one example (the book's layer_summary).")
+@click.option("--preset", default="book", show_default=True, help="The preset to build for --layers.")
+def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
     """Show a model's card: chapter, dataset, presets and their hyper-parameters, parameters, inputs/outputs."""
     state = plugins.load()
     spec = registry.get_spec(name)
+    if layers:
+        _layer_summary(spec, preset, as_json)
+        return
     if as_json:
         _echo_json(spec.to_json())
         return
@@ -119,6 +125,18 @@ def info_command(name: str, as_json: bool) -> None:
         inputs, outputs = spec.io(preset_name)
         if (inputs, outputs) != (spec.inputs, spec.outputs):
             click.echo(f"            io     {', '.join(map(str, inputs))} -> {', '.join(map(str, outputs))}")
+
+
+def _layer_summary(spec: registry.ModelSpec, preset: str, as_json: bool) -> None:
+    spec.preset(preset)  # an unknown preset fails before torch is imported
+    model = registry.get_model(spec.name, preset=preset)
+    rows = model.layer_summary()
+    if as_json:
+        _echo_json([{"name": n, "layer": kind, "output_shape": list(shape)} for n, kind, shape in rows])
+        return
+    click.echo(f"{spec.name} ({preset} preset): {model.num_params():,} parameters; input "
+               + ", ".join(f"{tuple(x.shape)}" for x in model.example_inputs(1)))
+    _table([[n, kind, "x".join(map(str, shape))] for n, kind, shape in rows], ["LAYER", "TYPE", "OUTPUT SHAPE"])
 
 
 @cli.command("plugins")
@@ -156,9 +174,12 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
               help="Artifacts root: runs go to OUT/NAME/RUN-ID.")
 @click.option("--resume", metavar="RUN", help="Continue a run (its directory or id) from its last checkpoint.")
+@click.option("--early-stop-patience", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N epochs without a better validation metric (val_acc, or val_loss); keep the best "
+                   "epoch's weights.")
 def train_command(name: str, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
                   lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int | None,
-                  data_dir: str | None, out: str, resume: str | None) -> None:
+                  data_dir: str | None, out: str, resume: str | None, early_stop_patience: int | None) -> None:
     """Train NAME with its preset's recipe; prints the run directory as the last line on stdout."""
     plugins.load()
     from zoo_core import workflows
@@ -166,7 +187,7 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
     run_dir = workflows.train(
         name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
         assignments=list(assignments), device=device, precision=precision, seed=seed, data_dir=data_dir, out=out,
-        resume=resume, log=lambda line: click.echo(line, err=True),
+        resume=resume, early_stop_patience=early_stop_patience, log=lambda line: click.echo(line, err=True),
         command=shlex.join(["zoo", *sys.argv[1:]]))
     if run_dir is not None:  # rank 0
         click.echo(str(run_dir))
@@ -207,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
     try:
+        plugins.register_commands(cli)
         result = cli.main(args=args, prog_name="zoo", standalone_mode=False)
         code = result if isinstance(result, int) else 0
         if args[:1] != ["plugins"]:  # `zoo plugins` reports them itself

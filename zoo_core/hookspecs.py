@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from zoo_core.registry import DataSpec, ModelSpec
 
 PROJECT = "zoo"
@@ -46,4 +48,13 @@ def zoo_register_datasets(register: Callable[[DataSpec], None]) -> None:
     """Register this plugin's datasets: call ``register(DataSpec(...))`` once per dataset.
 
     Like models, a dataset names its `DataModule` class as a string, imported only when the data is built.
+    """
+
+
+@hookspec
+def zoo_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``zoo`` command line: ``cli.command()`` / ``cli.group()`` on the click group given.
+
+    As in simonw/llm's ``register_commands``. A command's module is imported with the plugin, so import torch inside
+    the command function, not at module level: ``zoo list`` must stay fast. A name already taken is an error.
     """

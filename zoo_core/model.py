@@ -40,6 +40,9 @@ class Model(nn.Module, HyperParameters):
     metrics: ClassVar[tuple[str, ...]] = ("loss",)
     """The names `step` returns; the trainer logs them as ``train_<name>`` and ``val_<name>``."""
 
+    monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
+    """The validation metric that says which epoch is best (early stopping), and whether ``min`` or ``max`` wins."""
+
     def loss(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """The training objective, a scalar tensor (mean over the batch)."""
         raise NotImplementedError
@@ -90,6 +93,36 @@ class Model(nn.Module, HyperParameters):
         self.init_weights()
         return self
 
+    @torch.no_grad()
+    def layer_summary(self, inputs: Sequence[Tensor] | None = None) -> list[tuple[str, str, tuple[int, ...]]]:
+        """The output shape of each layer, as the book's ``layer_summary`` prints it: (name, class, shape) per
+        top-level child of ``self.net`` when the model keeps its layers in an `nn.Sequential` called ``net``
+        (the book's convention), else per direct child of the model, in call order, on `inputs` (default: the
+        example inputs at batch size 1), in eval mode.
+        """
+        net = getattr(self, "net", None)
+        layers = net if isinstance(net, nn.Sequential) else self
+        rows: list[tuple[str, str, tuple[int, ...]]] = []
+
+        def record(name: str) -> Any:
+            def hook(module: nn.Module, args: Any, output: Any) -> None:
+                first = output[0] if isinstance(output, (tuple, list)) else output
+                shape = tuple(first.shape) if isinstance(first, Tensor) else ()
+                rows.append((name, type(module).__name__, shape))
+            return hook
+
+        children = list(layers.named_children()) or [("", self)]  # a model of bare parameters is one layer
+        handles = [child.register_forward_hook(record(name)) for name, child in children]
+        was_training = self.training
+        try:
+            self.eval()
+            self(*(inputs if inputs is not None else self.example_inputs(1)))
+        finally:
+            self.train(was_training)
+            for handle in handles:
+                handle.remove()
+        return rows
+
     def num_params(self) -> int:
         """Number of parameters, each shared (tied) parameter counted once."""
         return sum(p.numel() for p in self.parameters())
@@ -99,6 +132,7 @@ class Classifier(Model):
     """A model whose output's last dimension holds class scores (logits); adds accuracy."""
 
     metrics: ClassVar[tuple[str, ...]] = ("loss", "acc")
+    monitor: ClassVar[tuple[str, str]] = ("val_acc", "max")
 
     def loss(self, y_hat: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(y_hat.reshape(-1, y_hat.shape[-1]), y.reshape(-1))

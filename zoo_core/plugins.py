@@ -42,6 +42,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -50,7 +51,7 @@ class PluginInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "module": self.module, "builtin": self.builtin,
-                "hooks": self.hooks, "models": self.models, "datasets": self.datasets, "error": self.error}
+                "hooks": self.hooks, "models": self.models, "datasets": self.datasets, "commands": self.commands, "error": self.error}
 
 
 @dataclass
@@ -176,6 +177,35 @@ def load() -> ZooState:
         infos = _discover(manager)
         _state = ZooState(manager, _collect(manager, infos), infos)
     return _state
+
+
+def register_commands(group: Any) -> None:
+    """Let each plugin add subcommands to the click `group` (hook ``zoo_register_commands``), once per group.
+
+    A plugin whose hook raises, or that takes a command name already in use, is reported as broken; the commands
+    it added are removed and the other plugins' stay.
+    """
+    state = load()
+    if getattr(group, "_zoo_plugin_commands", False):
+        return
+    group._zoo_plugin_commands = True
+    by_name = {info.name: info for info in state.plugins}
+    for impl in state.manager.hook.zoo_register_commands.get_hookimpls():
+        info = by_name[impl.plugin_name]
+        if info.broken:
+            continue
+        before = dict(group.commands)
+        try:
+            impl.function(**{arg: group for arg in impl.argnames})
+            taken = sorted(name for name in before if group.commands.get(name) is not before[name])
+            if taken:
+                raise ValueError(f"command name(s) {', '.join(taken)} already in use")
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the zoo
+            info.error = _error_line(e)
+            group.commands.clear()
+            group.commands.update(before)
+            continue
+        info.commands = sorted(set(group.commands) - set(before))
 
 
 def loaded() -> ZooState | None:

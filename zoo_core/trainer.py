@@ -35,6 +35,7 @@ from zoo_core.model import Model, Optimizer
 from zoo_core.weights import load_weights, save_weights
 
 CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"
 
 
 @dataclass
@@ -51,6 +52,8 @@ class FitResult:
     precision: str
     world_size: int
     params_in_sync: bool | None = None
+    best_epoch: int | None = None       # with early stopping: the epoch whose weights the model holds
+    stopped_early: bool = False       # ended before max_epochs for lack of improvement
 
     @property
     def examples_per_s(self) -> float:
@@ -67,6 +70,8 @@ class _Progress:
     seconds: float = 0.0      # training time, validation excluded
     examples: int = 0         # training examples seen (all ranks)
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0       # early stopping: the best epoch so far (0: none yet) and the epochs since
+    bad_epochs: int = 0
 
 
 class _TrainingStep(nn.Module):
@@ -89,6 +94,9 @@ class Trainer:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (see `resolve_device`).
         precision: ``auto``, ``32``, ``bf16`` or ``16`` (autocast; see `resolve_precision`).
         gradient_clip_val: clip gradients to this global norm (the book's ``clip_gradients``); 0 turns it off.
+        early_stop_patience: stop when the model's monitored validation metric (`Model.monitor`: ``val_acc`` for
+            classifiers, ``val_loss`` otherwise) has not improved for this many epochs (d2l §5.5), then restore the
+            best epoch's weights; with a `run_dir`, they are also kept in ``best/``. None: train every epoch.
         seed: seeds torch's RNG at the start of `fit` and orders the data; recorded in checkpoints.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``curves.png`` go; None writes nothing.
         log_every_n_steps: how often metrics and the loss check are read from the device.
@@ -97,7 +105,8 @@ class Trainer:
     """
 
     def __init__(self, max_epochs: int = 1, *, max_steps: int | None = None, device: str = "auto",
-                 precision: str = "auto", gradient_clip_val: float = 0.0, seed: int | None = 0,
+                 precision: str = "auto", gradient_clip_val: float = 0.0,
+                 early_stop_patience: int | None = None, seed: int | None = 0,
                  run_dir: str | Path | None = None, log_every_n_steps: int = 50, progress: bool | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         if max_epochs < 1:
@@ -107,6 +116,9 @@ class Trainer:
         self.device = device
         self.precision = precision
         self.gradient_clip_val = float(gradient_clip_val or 0.0)
+        if early_stop_patience is not None and early_stop_patience < 1:
+            raise ZooError(f"early_stop_patience must be at least 1, got {early_stop_patience}")
+        self.early_stop_patience = early_stop_patience
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log_every_n_steps = max(1, log_every_n_steps)
@@ -156,6 +168,7 @@ class Trainer:
         recent_losses = torch.zeros(self.log_every_n_steps, device=device)  # checked for NaN/inf once per interval
         write = env.is_main and self.run_dir is not None
         stop = False
+        best_weights = self._load_best(ckpt_path, model) if ckpt_path is not None else None
 
         for epoch in range(state.epoch, self.max_epochs):
             model.train()
@@ -210,11 +223,24 @@ class Trainer:
                           "examples_per_s": round(state.examples / state.seconds, 1) if state.seconds else None}
                 state.history.append(record)
                 state.epoch, state.batch = epoch + 1, 0
+                if self.early_stop_patience is not None:
+                    if self._improved(model, record, state):
+                        state.best_epoch, state.bad_epochs = epoch + 1, 0
+                        best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        if write:
+                            self._save_best(model, record, state)
+                    else:
+                        state.bad_epochs += 1
+                        stop = stop or state.bad_epochs >= self.early_stop_patience
                 if write:
                     self._save_checkpoint(model, optimizer, train_metrics, state)
                     write_jsonl(self.run_dir / "metrics.jsonl", state.history)
                 if env.is_main:
                     self.log(_format_record(record, self.max_epochs))
+                    if (self.early_stop_patience is not None and state.bad_epochs >= self.early_stop_patience
+                            and state.epoch < self.max_epochs):
+                        self.log(f"early stopping: {model.monitor[0]} has not improved for {state.bad_epochs} "
+                                 f"epochs; keeping epoch {state.best_epoch}'s weights")
             except KeyboardInterrupt:
                 if bar is not None:
                     bar.close()
@@ -234,12 +260,67 @@ class Trainer:
         if write and state.history:
             plot_curves(state.history, self.run_dir / "curves.png", title=type(model).__name__)
         in_sync = distributed.parameters_in_sync(model.parameters()) if env.distributed else None
+        final = state.history[-1] if state.history else {}
+        if best_weights is not None:  # early stopping hands back the best epoch, not the last
+            model.load_state_dict(best_weights)
+            final = state.history[state.best_epoch - 1]
         return FitResult(
-            metrics={k: v for k, v in state.history[-1].items() if k.startswith(("train_", "val_"))}
-            if state.history else {},
+            metrics={k: v for k, v in final.items() if k.startswith(("train_", "val_"))},
             history=state.history, epochs=state.epoch, steps=state.step, seconds=state.seconds,
             examples=state.examples, device=str(device), precision=precision, world_size=env.world_size,
-            params_in_sync=in_sync)
+            params_in_sync=in_sync, best_epoch=state.best_epoch if best_weights is not None else None,
+            stopped_early=self.early_stop_patience is not None and state.bad_epochs >= self.early_stop_patience
+            and state.epoch < self.max_epochs)
+
+    @staticmethod
+    def _improved(model: Model, record: dict[str, Any], state: _Progress) -> bool:
+        """Whether this epoch's monitored metric beats the best epoch's (strictly; NaN never does)."""
+        name, mode = model.monitor
+        if name not in record:
+            raise ZooError(f"early stopping monitors {name}, which {type(model).__name__} does not report "
+                           f"(it reports {', '.join(k for k in record if k.startswith('val_'))})")
+        value = record[name]
+        if not math.isfinite(value):
+            return False
+        if state.best_epoch == 0:
+            return True
+        best = state.history[state.best_epoch - 1][name]
+        return value < best if mode == "min" else value > best
+
+    def _save_best(self, model: Model, record: dict[str, Any], state: _Progress) -> None:
+        """Keep the best epoch's weights in ``best/`` (swapped in whole, like a checkpoint)."""
+        assert self.run_dir is not None
+        tmp = self.run_dir / f".{BEST_DIR}.tmp"
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_weights(model, tmp / "model.safetensors")
+        write_json(tmp / "best.json", {"files": file_records(tmp), "epoch": state.best_epoch, "step": state.step,
+                                       "monitor": model.monitor[0], "value": record[model.monitor[0]]})
+        replace_dir(tmp, self.run_dir / BEST_DIR)
+
+    def _load_best(self, ckpt_path: Path, model: Model) -> dict[str, Tensor] | None:
+        """On resume: the best epoch's weights kept beside the checkpoint, checked against their hashes."""
+        best = ckpt_path.parent / BEST_DIR
+        index = best / "best.json"
+        if self.early_stop_patience is None or not index.is_file():
+            return None
+        problems = check_hashes(best, json.loads(index.read_text(encoding="utf-8")))
+        if problems:
+            raise IntegrityError(f"best weights {best} are damaged: {'; '.join(problems)}")
+        from safetensors.torch import load_file
+
+        weights = load_file(best / "model.safetensors", device=str(next(model.parameters()).device))
+        state = model.state_dict()
+        for name, tensor in state.items():  # tied weights are stored once: fill every alias
+            if name not in weights:
+                alias = next((k for k, v in state.items() if v.data_ptr() == tensor.data_ptr() and k in weights), None)
+                if alias is None:
+                    raise IntegrityError(f"best weights {best} lack {name}")
+                weights[name] = weights[alias]
+        return weights
 
     @torch.no_grad()
     def validate(self, model: Model, loader: TensorLoader, autocast: contextlib.AbstractContextManager,
@@ -313,7 +394,8 @@ class Trainer:
         torch.save({"optimizer": optimizer.state_dict(), "metrics": train_metrics.state_dict(), "rng": rng,
                     "progress": {"epoch": state.epoch, "batch": state.batch, "step": state.step,
                                  "seconds": state.seconds, "examples": state.examples,
-                                 "history": json.dumps(state.history)},
+                                 "history": json.dumps(state.history), "best_epoch": state.best_epoch,
+                                 "bad_epochs": state.bad_epochs},
                     "seed": self.seed}, tmp / "state.pt")
         write_json(tmp / "checkpoint.json", {"files": file_records(tmp), "epoch": state.epoch, "step": state.step})
         replace_dir(tmp, target)
@@ -339,7 +421,8 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in blob["rng"]["cuda"]])
         p = blob["progress"]
         return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
-                         examples=p["examples"], history=json.loads(p["history"]))
+                         examples=p["examples"], history=json.loads(p["history"]),
+                         best_epoch=p.get("best_epoch", 0), bad_epochs=p.get("bad_epochs", 0))
 
 
 def _format_record(record: dict[str, Any], max_epochs: int) -> str:

@@ -74,12 +74,14 @@ def _configure(spec: ModelSpec, preset: str, assignments: dict[str, str]) -> tup
 def train(name: str, *, preset: str = "book", epochs: int | None = None, max_steps: int | None = None,
           batch_size: int | None = None, lr: float | None = None, assignments: Sequence[str] = (),
           device: str = "auto", precision: str = "auto", seed: int | None = None, data_dir: str | None = None,
-          out: str | Path = "artifacts", resume: str | None = None, log: Log = print,
-          command: str | None = None) -> Path | None:
+          out: str | Path = "artifacts", resume: str | None = None, early_stop_patience: int | None = None,
+          log: Log = print, command: str | None = None) -> Path | None:
     """Train model `name` into a new run under `out` (or continue run `resume`); returns the run folder.
 
     `assignments` are ``KEY=VALUE`` overrides of model or data hyper-parameters; `lr` and `batch_size` are
-    shorthands for ``lr=...`` and ``batch_size=...``. `seed` defaults to 0 (a resumed run keeps its own). `command` is recorded in the manifest (the CLI passes its
+    shorthands for ``lr=...`` and ``batch_size=...``. `seed` defaults to 0 (a resumed run keeps its own).
+    `early_stop_patience` stops after that many epochs without improvement of the model's monitored validation
+    metric and keeps the best epoch's weights (as the run's weights, and in ``best/``). `command` is recorded in the manifest (the CLI passes its
     command line). Under torchrun, only rank 0 writes and returns the folder;
     the other ranks return None.
     """
@@ -93,7 +95,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
 
     ckpt = None
     if resume is not None:
-        if overrides or preset != "book" or seed is not None:
+        if overrides or preset != "book" or seed is not None or early_stop_patience is not None:
             raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device "
                            "and --precision may change")
         run_dir = resolve_run(out, name, resume)
@@ -109,6 +111,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     else:
         model_hp, data_hp, trainer_cfg = _configure(spec, preset, overrides)
         seed = 0 if seed is None else seed
+        if early_stop_patience is not None:
+            trainer_cfg["early_stop_patience"] = early_stop_patience
         run_dir = None
         manifest = None
     if epochs is not None:
@@ -166,6 +170,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
                "examples": result.examples, "examples_per_s": round(result.examples_per_s, 1),
                "device": result.device, "precision": result.precision, "world_size": result.world_size,
                "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(),
+               **({"best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
+                  if result.best_epoch is not None else {}),
                "machine": f"{platform.machine()} {platform.system()}"})
     manifest.pop("error", None)
     write_manifest(run_dir, manifest)
