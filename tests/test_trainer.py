@@ -160,3 +160,49 @@ def test_device_errors_are_clear():
         resolve_precision("16", torch.device("cpu"))
     assert resolve_device("auto").type in ("cpu", "mps")
     assert resolve_precision("auto", torch.device("cpu")) == "32"
+
+
+class TinyConvNet(Classifier):
+    def __init__(self, lr: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, X):
+        return self.net(X)
+
+    def example_inputs(self, batch_size=2):
+        return (torch.rand(batch_size, 1, 28, 28),)
+
+
+def test_channels_last_feeds_nhwc_batches_and_learns_the_same():
+    data = FashionMNIST(batch_size=32, synthetic=True, num_train=128, num_val=64)
+    seen = []
+    results = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = TinyConvNet()
+        # one input channel is NCHW and NHWC at once: look at the second convolution's 4-channel input
+        model.net[2].register_forward_pre_hook(lambda module, args: seen.append(
+            (channels_last, args[0].is_contiguous(memory_format=torch.channels_last))))
+        results[channels_last] = quiet(max_epochs=2, channels_last=channels_last).fit(model, data)
+        assert model.net[2].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert all(nhwc for cl, nhwc in seen if cl) and not any(nhwc for cl, nhwc in seen if not cl)
+    assert results[True].metrics["val_loss"] == pytest.approx(results[False].metrics["val_loss"], rel=1e-4)
+
+
+def test_compile_trains_the_same_model_with_the_same_weight_names():
+    """``compile`` goes through torch.compile (the eager backend here: the wiring, not inductor's speed)."""
+    data = FashionMNIST(batch_size=32, synthetic=True, num_train=128, num_val=64)
+    torch.manual_seed(0)
+    plain = TinyConvNet()
+    quiet(max_epochs=1).fit(plain, data)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    compiled = TinyConvNet()
+    quiet(max_epochs=1, compile="eager").fit(compiled, data)
+    assert compiled._compiled_call_impl is not None  # it really ran compiled
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    for a, b in zip(plain.parameters(), compiled.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -97,6 +97,10 @@ class Trainer:
         early_stop_patience: stop when the model's monitored validation metric (`Model.monitor`: ``val_acc`` for
             classifiers, ``val_loss`` otherwise) has not improved for this many epochs (d2l §5.5), then restore the
             best epoch's weights; with a `run_dir`, they are also kept in ``best/``. None: train every epoch.
+        compile: ``torch.compile`` the model for training (True: the default inductor backend, or a backend's
+            name); the weights and their names are those of the plain model.
+        channels_last: keep 4-D activations in NHWC memory (faster convolutions on tensor cores). None: on CUDA,
+            for models with 2-D convolutions.
         seed: seeds torch's RNG at the start of `fit` and orders the data; recorded in checkpoints.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``curves.png`` go; None writes nothing.
         log_every_n_steps: how often metrics and the loss check are read from the device.
@@ -106,7 +110,8 @@ class Trainer:
 
     def __init__(self, max_epochs: int = 1, *, max_steps: int | None = None, device: str = "auto",
                  precision: str = "auto", gradient_clip_val: float = 0.0,
-                 early_stop_patience: int | None = None, seed: int | None = 0,
+                 early_stop_patience: int | None = None, compile: bool | str = False,
+                 channels_last: bool | None = None, seed: int | None = 0,
                  run_dir: str | Path | None = None, log_every_n_steps: int = 50, progress: bool | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         if max_epochs < 1:
@@ -119,6 +124,8 @@ class Trainer:
         if early_stop_patience is not None and early_stop_patience < 1:
             raise ZooError(f"early_stop_patience must be at least 1, got {early_stop_patience}")
         self.early_stop_patience = early_stop_patience
+        self.compile = compile
+        self.channels_last = channels_last
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log_every_n_steps = max(1, log_every_n_steps)
@@ -148,7 +155,10 @@ class Trainer:
              ckpt_path: Path | None) -> FitResult:
         if self.seed is not None:
             torch.manual_seed(self.seed)
-        model.to(device)
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
         optimizer = model.configure_optimizers()
         train_metrics = MetricAccumulator(model.metrics, device)
         state = _Progress()
@@ -160,8 +170,11 @@ class Trainer:
             runner = torch.nn.parallel.DistributedDataParallel(
                 runner, device_ids=[device.index] if device.type == "cuda" else None)
         reduce = distributed.all_reduce_sum if env.distributed else None
-        train_loader = self._prepare(data.train_dataloader(), device, env, pad=True)
-        val_loader = self._prepare(data.val_dataloader(), device, env, pad=False)
+        train_loader = self._prepare(data.train_dataloader(), device, env, pad=True, channels_last=channels_last)
+        val_loader = self._prepare(data.val_dataloader(), device, env, pad=False, channels_last=channels_last)
+        if self.compile:
+            # in place (nn.Module.compile): parameter names, checkpoints and exports stay those of the plain model
+            model.compile(**({"backend": self.compile} if isinstance(self.compile, str) else {}))
         autocast = self._autocast(device, precision)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
         params = [p for p in model.parameters() if p.requires_grad]
@@ -336,10 +349,13 @@ class Trainer:
         return metrics.compute(reduce)
 
     # --- helpers ---------------------------------------------------------------------------------------------------
-    def _prepare(self, loader: TensorLoader, device: torch.device, env: DistEnv, pad: bool) -> TensorLoader:
+    def _prepare(self, loader: TensorLoader, device: torch.device, env: DistEnv, pad: bool,
+                 channels_last: bool = False) -> TensorLoader:
         if not isinstance(loader, TensorLoader):
             raise ZooError(f"the trainer batches from a TensorLoader; {type(loader).__name__} is not one")
         loader = loader.to(device).replace(seed=self.seed or 0)
+        if channels_last:
+            loader = loader.replace(transform=_to_channels_last(loader.transform))
         return loader.shard(env.rank, env.world_size, pad=pad) if env.distributed else loader
 
     @staticmethod
@@ -423,6 +439,15 @@ class Trainer:
         return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
                          examples=p["examples"], history=json.loads(p["history"]),
                          best_epoch=p.get("best_epoch", 0), bad_epochs=p.get("bad_epochs", 0))
+
+
+def _to_channels_last(transform: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]] | None) -> Callable:
+    """`transform`, then 4-D floating-point tensors in channels-last memory (on the device, one copy per batch)."""
+    def apply(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        batch = transform(batch) if transform else batch
+        return tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and t.is_floating_point()
+                     else t for t in batch)
+    return apply
 
 
 def _format_record(record: dict[str, Any], max_epochs: int) -> str:

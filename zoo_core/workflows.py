@@ -75,13 +75,14 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
           batch_size: int | None = None, lr: float | None = None, assignments: Sequence[str] = (),
           device: str = "auto", precision: str = "auto", seed: int | None = None, data_dir: str | None = None,
           out: str | Path = "artifacts", resume: str | None = None, early_stop_patience: int | None = None,
-          log: Log = print, command: str | None = None) -> Path | None:
+          compile: bool = False, log: Log = print, command: str | None = None) -> Path | None:
     """Train model `name` into a new run under `out` (or continue run `resume`); returns the run folder.
 
     `assignments` are ``KEY=VALUE`` overrides of model or data hyper-parameters; `lr` and `batch_size` are
     shorthands for ``lr=...`` and ``batch_size=...``. `seed` defaults to 0 (a resumed run keeps its own).
     `early_stop_patience` stops after that many epochs without improvement of the model's monitored validation
-    metric and keeps the best epoch's weights (as the run's weights, and in ``best/``). `command` is recorded in the manifest (the CLI passes its
+    metric and keeps the best epoch's weights (as the run's weights, and in ``best/``). `compile` trains through
+    ``torch.compile`` (a speed setting: a resumed run may turn it on or off). `command` is recorded in the manifest (the CLI passes its
     command line). Under torchrun, only rank 0 writes and returns the folder;
     the other ranks return None.
     """
@@ -96,8 +97,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     ckpt = None
     if resume is not None:
         if overrides or preset != "book" or seed is not None or early_stop_patience is not None:
-            raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device "
-                           "and --precision may change")
+            raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device, "
+                           "--precision and --compile may change")
         run_dir = resolve_run(out, name, resume)
         manifest = read_manifest(run_dir)
         if manifest.get("model") != name:
@@ -147,7 +148,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         manifest["trainer"].update({k: v for k, v in trainer_cfg.items() if k in ("max_epochs", "max_steps")})
         write_manifest(run_dir, manifest)
 
-    trainer = Trainer(**trainer_cfg, device=device, precision=precision, seed=seed,
+    trainer = Trainer(**trainer_cfg, device=device, precision=precision, seed=seed, compile=compile,
                       run_dir=run_dir if env.is_main else None, log=log)
     try:
         result = trainer.fit(model, data, ckpt_path=ckpt)
@@ -169,7 +170,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         train={"epochs": result.epochs, "steps": result.steps, "seconds": round(result.seconds, 3),
                "examples": result.examples, "examples_per_s": round(result.examples_per_s, 1),
                "device": result.device, "precision": result.precision, "world_size": result.world_size,
-               "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(),
+               "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(), "compiled": compile,
                **({"best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
                   if result.best_epoch is not None else {}),
                "machine": f"{platform.machine()} {platform.system()}"})
