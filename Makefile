@@ -1,6 +1,7 @@
 # The two commands a new user needs. Both create .venv (core + every first-party plugin) if it is missing or stale.
 #   make demo   train the headline model's book recipe on its real data, export it to ONNX, verify it
 #   make test   run the test suite (pytest)
+# Each plugin is installed with its `all` extra (its optional dependencies, e.g. pandas for house-prices).
 # Data: set ZOO_DATA to a folder holding the book's data, or let the zoo download it to ~/.cache/zoo/data.
 
 PYTHON ?= python3
@@ -18,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(wildcard plugins/zoo-*/pyproject.toml)
 	@echo "Setting up $(VENV): zoo-core and $(words $(PLUGINS)) plugins, with torch and ONNX Runtime (minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev]' $(addprefix -e ,$(PLUGINS))
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev]' $(foreach p,$(PLUGINS),-e '$(p)[all]')
 	touch $@
 
 demo: $(STAMP)

@@ -36,6 +36,9 @@ _LAZY = {
     "TensorLoader": "zoo_core.data",
     "DataFile": "zoo_core.data",
     "find_data_files": "zoo_core.data",
+    "BOOK_URL": "zoo_core.data",
+    "seeded_generator": "zoo_core.data",
+    "atomic_path": "zoo_core.artifacts",
     "Trainer": "zoo_core.trainer",
     "FitResult": "zoo_core.trainer",
     "resolve_device": "zoo_core.devices",
@@ -50,7 +53,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
-    from zoo_core.data import DataFile, DataModule, TensorLoader, find_data_files  # noqa: F401
+    from zoo_core.artifacts import atomic_path  # noqa: F401
+    from zoo_core.data import (  # noqa: F401
+        BOOK_URL, DataFile, DataModule, TensorLoader, find_data_files, seeded_generator,
+    )
     from zoo_core.export import export_onnx  # noqa: F401
     from zoo_core.model import Classifier, Model  # noqa: F401
     from zoo_core.parity import ParityResult, check_parity  # noqa: F401

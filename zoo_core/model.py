@@ -63,6 +63,12 @@ class Model(nn.Module, HyperParameters):
         """How much a batch counts in epoch averages: its number of labels (examples, or tokens)."""
         return batch[-1].numel()
 
+    @torch.no_grad()
+    def predict(self, *inputs: Tensor) -> Tensor:
+        """What a user gets for `inputs` (eval mode is the caller's): the forward pass by default; a model trained
+        on a transformed target maps it back here (log prices to prices)."""
+        return self(*inputs)
+
     def configure_optimizers(self) -> Optimizer:
         """The optimiser: minibatch SGD on ``self.lr``, the book's default."""
         return torch.optim.SGD(self.parameters(), lr=self.lr)

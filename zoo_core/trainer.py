@@ -231,7 +231,8 @@ class Trainer:
                     bar.close()
                 record = {"epoch": epoch + 1, "step": state.step,
                           **{f"train_{k}": v for k, v in train_metrics.compute(reduce).items()},
-                          **{f"val_{k}": v for k, v in self.validate(model, val_loader, autocast, reduce).items()},
+                          **({f"val_{k}": v for k, v in self.validate(model, val_loader, autocast, reduce).items()}
+                             if val_loader.dataset_size else {}),  # no validation split: a final refit
                           "seconds": round(state.seconds, 4),
                           "examples_per_s": round(state.examples / state.seconds, 1) if state.seconds else None}
                 state.history.append(record)

@@ -148,10 +148,16 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         manifest["trainer"].update({k: v for k, v in trainer_cfg.items() if k in ("max_epochs", "max_steps")})
         write_manifest(run_dir, manifest)
 
-    trainer = Trainer(**trainer_cfg, device=device, precision=precision, seed=seed, compile=compile,
-                      run_dir=run_dir if env.is_main else None, log=log)
+    def make_trainer(folder: Path | None, log: Log) -> Trainer:
+        return Trainer(**trainer_cfg, device=device, precision=precision, seed=seed, compile=compile,
+                       run_dir=folder if env.is_main else None, log=log)
+
+    folds = data.folds()
+    if folds and ckpt is not None:
+        raise ZooError(f"run {run_dir} is cross-validated: it cannot resume (each fold starts afresh); train anew")
     try:
-        result = trainer.fit(model, data, ckpt_path=ckpt)
+        cross_validation = _cross_validate(spec, model_hp, folds, seed, make_trainer, run_dir, log) if folds else None
+        result = make_trainer(run_dir, log).fit(model, data, ckpt_path=ckpt)
     except (TrainingInterrupted, NonFiniteLossError) as e:
         if env.is_main and run_dir is not None:
             interrupted = isinstance(e, TrainingInterrupted)
@@ -165,8 +171,15 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
 
     save_weights(model, run_dir / WEIGHTS, metadata={"zoo.model": name, "zoo.version": __version__,
                                                      "zoo.hparams": json.dumps(model.hparams)})
+    metrics = dict(result.metrics)
+    if cross_validation is not None:  # the estimate of the final model's error, which has no held-out data
+        metrics.update({f"cv_{k}": v for k, v in cross_validation["mean"].items()})
+        manifest["cross_validation"] = cross_validation
+    if data.predict_inputs() is not None:
+        manifest["predictions"] = _predict(model, data, run_dir).relative_to(run_dir).as_posix()
+        log(f"predictions for {len(data.predict_inputs()[0]):,} examples: {run_dir / manifest['predictions']}")
     manifest.update(
-        status="completed", updated=_now(), metrics={k: round(v, 6) for k, v in result.metrics.items()},
+        status="completed", updated=_now(), metrics={k: round(v, 6) for k, v in metrics.items()},
         train={"epochs": result.epochs, "steps": result.steps, "seconds": round(result.seconds, 3),
                "examples": result.examples, "examples_per_s": round(result.examples_per_s, 1),
                "device": result.device, "precision": result.precision, "world_size": result.world_size,
@@ -176,10 +189,38 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
                "machine": f"{platform.machine()} {platform.system()}"})
     manifest.pop("error", None)
     write_manifest(run_dir, manifest)
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val_"))
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("val_", "cv_val_")))
     log(f"{name}: {shown}  ({result.seconds:.1f}s, {result.examples_per_s:,.0f} examples/s on {result.device}"
         + (f" x{result.world_size}" if result.world_size > 1 else "") + ")")
     return run_dir
+
+
+def _cross_validate(spec: ModelSpec, model_hp: dict[str, Any], folds: Sequence[Any], seed: int,
+                    make_trainer: Callable[[Path | None, Log], Trainer], run_dir: Path | None,
+                    log: Log) -> dict[str, Any]:
+    """Train a fresh model on each fold (into ``folds/J/`` of the run); the per-fold and mean validation metrics."""
+    per_fold = []
+    for j, fold in enumerate(folds):
+        torch.manual_seed(seed)
+        fold_model = build_model(spec, model_hp)
+        fold_log = (lambda line, j=j: log(f"fold {j + 1}/{len(folds)}  {line}"))
+        result = make_trainer(run_dir / "folds" / str(j) if run_dir is not None else None, fold_log).fit(
+            fold_model, fold)
+        per_fold.append({k: v for k, v in result.metrics.items() if k.startswith("val_")})
+    mean = {k: sum(f[k] for f in per_fold) / len(per_fold) for k in per_fold[0]}
+    log(f"{len(folds)}-fold cross-validation: " + "  ".join(f"mean {k} {v:.4f}" for k, v in mean.items()))
+    return {"folds": len(folds), "per_fold": per_fold, "mean": mean}
+
+
+def _predict(model: Model, data: Any, run_dir: Path) -> Path:
+    """`Model.predict` over the data's unlabelled inputs, in batches, written by the data module."""
+    from zoo_core.data.module import TensorLoader
+
+    device = next(model.parameters()).device
+    model.eval()
+    loader = TensorLoader(data.predict_inputs(), batch_size=max(data.batch_size, 1024)).to(device)
+    predictions = torch.cat([model.predict(*batch) for batch in loader]).cpu()
+    return data.write_predictions(run_dir, predictions)
 
 
 # --- loading a run --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -166,9 +167,46 @@ class DataModule(HyperParameters):
         """The validation batches, in order."""
         return self._loader("val", shuffle=False)
 
+    # --- cross-validation and predictions (d2l §5.7: Kaggle house prices) -------------------------------------------
+    fold_index: int | None = None
+    """Which fold of `k_fold` this data module is (None: the whole data)."""
+
+    def folds(self) -> list[DataModule]:
+        """The data modules to cross-validate on before the final fit; empty (the default) means no
+        cross-validation. Datasets that want it return ``self.k_fold(k)``."""
+        return []
+
+    def k_fold(self, k: int) -> list[DataModule]:
+        """The book's k-fold split of the training data: fold j validates on rows ``[j*n//k, (j+1)*n//k)``
+        (``n // k`` rows each; rows past ``k * (n // k)`` always train) and trains on the others."""
+        train = self.splits()["train"]
+        n = len(train[0])
+        size = n // k
+        if k < 2 or size == 0:
+            raise ValueError(f"k-fold needs 2 <= k <= {n} (the training rows), got {k}")
+        folds = []
+        for j in range(k):
+            inside = torch.zeros(n, dtype=torch.bool)
+            inside[j * size:(j + 1) * size] = True
+            fold = copy.copy(self)
+            fold.__dict__["_splits"] = {"train": tuple(t[~inside] for t in train),
+                                        "val": tuple(t[inside] for t in train)}
+            fold.fold_index = j
+            folds.append(fold)
+        return folds
+
+    def predict_inputs(self) -> tuple[Tensor, ...] | None:
+        """Unlabelled inputs the zoo predicts after training (a Kaggle test set), or None (the default)."""
+        return None
+
+    def write_predictions(self, run_dir: Path, predictions: Tensor) -> Path:
+        """Write `predictions` (of `predict_inputs`, from `Model.predict`) into `run_dir`; returns the file."""
+        raise NotImplementedError(f"{type(self).__name__} has predict_inputs() but no write_predictions()")
+
     def example_batch(self, batch_size: int | None = None) -> Batch:
-        """The first validation batch (optionally of another size): a fixed batch for tests and checks."""
-        loader = self.val_dataloader()
+        """The first validation batch (optionally of another size): a fixed batch for tests and checks. Data kept
+        whole for cross-validation (no validation split) gives its first training rows instead."""
+        loader = self.val_dataloader() if len(self.splits()["val"][0]) else self._loader("train", shuffle=False)
         if batch_size is not None:
             loader = loader.replace(batch_size=batch_size)
         return next(iter(loader))
