@@ -14,8 +14,7 @@ Names that need torch (`Model`, `Trainer`, ...) are imported on first use, so th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -23,6 +22,7 @@ from zoo_core.errors import (  # noqa: E402
     DataNotFoundError, IntegrityError, NonFiniteLossError, TrainingInterrupted, UnknownNameError, ZooError,
 )
 from zoo_core.hookspecs import hookimpl  # noqa: E402
+from zoo_core.lazy import lazy_exports  # noqa: E402
 from zoo_core.registry import (  # noqa: E402
     DataSpec, ModelSpec, Preset, TensorSpec, Tolerance, build_data, build_model, get_data, get_data_spec, get_model,
     get_spec, list_datasets, list_models,
@@ -66,18 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
     from zoo_core.workflows import export, train, verify  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zoo_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__, _lazy_all = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "__version__", "hookimpl",
@@ -85,5 +74,5 @@ __all__ = [
     "list_models", "list_datasets", "get_spec", "get_data_spec", "get_model", "get_data", "build_model", "build_data",
     "ZooError", "UnknownNameError", "DataNotFoundError", "IntegrityError", "NonFiniteLossError",
     "TrainingInterrupted",
-    *_LAZY,
+    *_lazy_all,
 ]

@@ -18,8 +18,9 @@ Names are imported on first use (PEP 562), so that importing the plugin (``zoo l
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zoo_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -54,17 +55,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zoo_builders' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = ["__version__", *_LAZY]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=("__version__",))

@@ -5,8 +5,9 @@ Names are imported on first use (PEP 562): the plugin module is imported by ``zo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zoo_core.lazy import lazy_exports
 
 _LAZY = {
     **dict.fromkeys(["MLP", "DropoutMLP", "DropoutMLPScratch", "MLPScratch", "dropout_layer", "relu"], "zoo_mlp.mlp"),
@@ -18,11 +19,4 @@ if TYPE_CHECKING:
     from zoo_mlp.mlp import MLP, DropoutMLP, DropoutMLPScratch, MLPScratch, dropout_layer, relu  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zoo_mlp' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)
