@@ -8,8 +8,10 @@ file is renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,37 @@ def dynamic_shapes(specs: Sequence[TensorSpec]) -> tuple[dict[int, Any] | None, 
                 if isinstance(d, str)}
         shapes.append(axes or None)
     return tuple(shapes)
+
+
+_TORCHLIB_REGISTRIES: dict[Any, Any] = {}
+
+
+@contextlib.contextmanager
+def _torchlib_registry_built_once() -> Iterator[None]:
+    """Build torch's ATen-to-ONNX function table once per opset and process, not once per export.
+
+    ``torch.onnx.export(dynamo=True)`` rebuilds it every call (about 2 s here: a third of a small model's export,
+    multiplied by every model of the contract suite). It is a private API: if it moves, exports just take longer.
+    """
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    except (ImportError, KeyError):
+        yield
+        return
+
+    def from_torchlib(cls: type, *args: Any, **kwargs: Any) -> Any:
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in _TORCHLIB_REGISTRIES:
+            _TORCHLIB_REGISTRIES[key] = original.__func__(cls, *args, **kwargs)
+        return _TORCHLIB_REGISTRIES[key]
+
+    _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        _registration.ONNXRegistry.from_torchlib = original
 
 
 def graph_io(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
@@ -70,9 +103,10 @@ def export_onnx(model: Model, path: str | os.PathLike, inputs: Sequence[TensorSp
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
         try:
             if exporter == "dynamo":
-                torch.onnx.export(model, args, str(tmp), dynamo=True, external_data=False, opset_version=opset,
-                                  input_names=input_names, output_names=output_names,
-                                  dynamic_shapes=dynamic_shapes(inputs), verbose=False)
+                with _torchlib_registry_built_once():
+                    torch.onnx.export(model, args, str(tmp), dynamo=True, external_data=False, opset_version=opset,
+                                      input_names=input_names, output_names=output_names,
+                                      dynamic_shapes=dynamic_shapes(inputs), verbose=False)
             else:
                 axes = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)}
                         for s in (*inputs, *outputs)}

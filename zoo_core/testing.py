@@ -66,6 +66,21 @@ def require_data(dataset: str, data_dir: str | None = None) -> Path | None:
         pytest.skip(f"real data absent: {e}")
 
 
+@pytest.fixture
+def single_thread() -> Any:
+    """One intra-op torch thread for the test, restored after it.
+
+    Tiny models split over threads cost more than they gain, and on a busy machine (more runnable threads than
+    cores) OpenMP barriers wait on descheduled threads: a tiny GoogLeNet step took 3-5 s with 2 threads, 0.14 s with 1.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- the contract ---------------------------------------------------------------------------------------------------
 
 def _check_shapes(tensors: Sequence[Any], specs: Sequence[Any], batch_size: int, what: str) -> None:
@@ -94,6 +109,10 @@ class ModelContract:
     plugin: str | None = None
     models: Sequence[str] | None = None
     preset: str = "tiny"
+
+    @pytest.fixture(autouse=True)
+    def _tiny_models_run_on_one_thread(self, single_thread: Any) -> None:
+        """Every contract test runs with `single_thread` (tiny presets)."""
 
     def _names(self) -> list[str]:
         if self.models is not None:
