@@ -192,6 +192,17 @@ def test_channels_last_feeds_nhwc_batches_and_learns_the_same():
     assert results[True].metrics["val_loss"] == pytest.approx(results[False].metrics["val_loss"], rel=1e-4)
 
 
+def test_channels_last_views_single_channel_batches_as_nhwc():
+    from zoo_core import channels_last
+
+    X = torch.rand(4, 1, 6, 5)
+    Y = channels_last(X)
+    assert torch.equal(X, Y) and Y.stride() == (30, 1, 5, 1)  # NHWC strides, same memory, no copy
+    assert Y.data_ptr() == X.data_ptr()
+    Z = channels_last(torch.rand(4, 3, 6, 5))
+    assert Z.stride() == (90, 1, 15, 3)
+
+
 def test_compile_trains_the_same_model_with_the_same_weight_names():
     """``compile`` goes through torch.compile (the eager backend here: the wiring, not inductor's speed)."""
     data = FashionMNIST(batch_size=32, synthetic=True, num_train=128, num_val=64)

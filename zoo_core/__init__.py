@@ -42,6 +42,7 @@ _LAZY = {
     "Trainer": "zoo_core.trainer",
     "FitResult": "zoo_core.trainer",
     "resolve_device": "zoo_core.devices",
+    "channels_last": "zoo_core.devices",
     "save_weights": "zoo_core.weights",
     "load_weights": "zoo_core.weights",
     "export_onnx": "zoo_core.export",
@@ -60,7 +61,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
     from zoo_core.export import export_onnx  # noqa: F401
     from zoo_core.model import Classifier, Model  # noqa: F401
     from zoo_core.parity import ParityResult, check_parity  # noqa: F401
-    from zoo_core.devices import resolve_device  # noqa: F401
+    from zoo_core.devices import channels_last, resolve_device  # noqa: F401
     from zoo_core.trainer import FitResult, Trainer  # noqa: F401
     from zoo_core.weights import load_weights, save_weights  # noqa: F401
     from zoo_core.workflows import export, train, verify  # noqa: F401

@@ -63,3 +63,16 @@ def tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def channels_last(X: Tensor) -> Tensor:
+    """`X` (batch, channels, height, width) with channels-last strides.
+
+    With one channel an NCHW tensor already is NHWC in memory, and ``contiguous(memory_format=channels_last)``
+    returns it unchanged, strides included, so convolution libraries (which choose their layout from the strides)
+    would stay in NCHW; viewing it through (batch, height, width, 1) gives the NHWC strides without a copy.
+    """
+    if X.shape[1] == 1:
+        n, _, h, w = X.shape
+        return X.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+    return X.contiguous(memory_format=torch.channels_last)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from zoo_core import distributed
 from zoo_core.artifacts import check_hashes, file_records, replace_dir, write_json
 from zoo_core.data.module import DataModule, TensorLoader
-from zoo_core.devices import resolve_device, resolve_precision, tf32
+from zoo_core.devices import channels_last, resolve_device, resolve_precision, tf32
 from zoo_core.distributed import DistEnv
 from zoo_core.errors import IntegrityError, NonFiniteLossError, TrainingInterrupted, ZooError
 from zoo_core.metrics import MetricAccumulator, plot_curves, write_jsonl
@@ -446,8 +446,7 @@ def _to_channels_last(transform: Callable[[tuple[Tensor, ...]], tuple[Tensor, ..
     """`transform`, then 4-D floating-point tensors in channels-last memory (on the device, one copy per batch)."""
     def apply(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         batch = transform(batch) if transform else batch
-        return tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and t.is_floating_point()
-                     else t for t in batch)
+        return tuple(channels_last(t) if t.dim() == 4 and t.is_floating_point() else t for t in batch)
     return apply
 
 
