@@ -203,7 +203,9 @@ def _cross_validate(spec: ModelSpec, model_hp: dict[str, Any], folds: Sequence[A
     for j, fold in enumerate(folds):
         torch.manual_seed(seed)
         fold_model = build_model(spec, model_hp)
-        fold_log = (lambda line, j=j: log(f"fold {j + 1}/{len(folds)}  {line}"))
+        def fold_log(line: str, j: int = j) -> None:
+            log(f"fold {j + 1}/{len(folds)}  {line}")
+
         result = make_trainer(run_dir / "folds" / str(j) if run_dir is not None else None, fold_log).fit(
             fold_model, fold)
         per_fold.append({k: v for k, v in result.metrics.items() if k.startswith("val_")})

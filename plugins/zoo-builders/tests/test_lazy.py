@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo_builders import InputChecked, InputSizeError, find_input_size_error, is_lazy, mark_lazy
+from zoo_builders import InputSizeError, find_input_size_error, is_lazy, mark_lazy
 from zoo_core import ZooError, get_model, load_weights
 from zoo_core.cli import main
 
