@@ -21,7 +21,8 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform(),
+            "load_average_1min_at_write": round(os.getloadavg()[0], 2)}  # a busy machine moves figures most
     try:
         import torch
 

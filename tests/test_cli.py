@@ -168,10 +168,17 @@ def test_debug_shows_the_traceback(cli):
     assert result.returncode == 1 and "Traceback" in result.stderr and "UnknownNameError" in result.stderr
 
 
-def test_early_stop_patience_from_the_command_line(tmp_path, cli):
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_early_stop_patience_from_the_command_line(tmp_path, cli, restore_threads):
     """`--early-stop-patience` reaches the trainer, is recorded, keeps best/, and cannot change on --resume."""
     result = cli("train", "softmax", "--preset", "tiny", "--epochs", "4", "--early-stop-patience", "1",
-                 "--set", "lr=50", "--out", str(tmp_path))  # lr 50 makes validation accuracy wander
+                 "--set", "lr=50", "--threads", "1", "--out", str(tmp_path))  # lr 50: val_acc wanders
     assert result.returncode == 0, result.stderr
     run = tmp_path / "softmax" / result.stdout.splitlines()[-1].rsplit("/", 1)[-1]
     manifest = read_manifest(run)
@@ -182,6 +189,7 @@ def test_early_stop_patience_from_the_command_line(tmp_path, cli):
     assert manifest["metrics"]["val_acc"] == pytest.approx(history[best]["val_acc"], abs=1e-6)
     assert json.loads((run / "best" / "best.json").read_text())["epoch"] == best + 1
     assert manifest["train"]["stopped_early"] == (len(history) < 4)
+    assert manifest["train"]["threads"] == 1  # --threads below
     cli("train", "softmax", "--resume", str(run), "--early-stop-patience", "2",
         "--out", str(tmp_path)).assert_one_line_error("--resume")
 

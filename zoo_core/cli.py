@@ -178,10 +178,11 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
               help="Stop after N epochs without a better validation metric (val_acc, or val_loss); keep the best "
                    "epoch's weights.")
 @click.option("--compile", "compile_", is_flag=True, help="Train through torch.compile (slower start, faster steps).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads (default: torch's choice).")
 def train_command(name: str, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
                   lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int | None,
                   data_dir: str | None, out: str, resume: str | None, early_stop_patience: int | None,
-                  compile_: bool) -> None:
+                  compile_: bool, threads: int | None) -> None:
     """Train NAME with its preset's recipe; prints the run directory as the last line on stdout."""
     plugins.load()
     from zoo_core import workflows
@@ -189,7 +190,7 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
     run_dir = workflows.train(
         name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
         assignments=list(assignments), device=device, precision=precision, seed=seed, data_dir=data_dir, out=out,
-        resume=resume, early_stop_patience=early_stop_patience, compile=compile_, log=lambda line: click.echo(line, err=True),
+        resume=resume, early_stop_patience=early_stop_patience, compile=compile_, threads=threads, log=lambda line: click.echo(line, err=True),
         command=shlex.join(["zoo", *sys.argv[1:]]))
     if run_dir is not None:  # rank 0
         click.echo(str(run_dir))

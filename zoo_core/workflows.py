@@ -75,14 +75,16 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
           batch_size: int | None = None, lr: float | None = None, assignments: Sequence[str] = (),
           device: str = "auto", precision: str = "auto", seed: int | None = None, data_dir: str | None = None,
           out: str | Path = "artifacts", resume: str | None = None, early_stop_patience: int | None = None,
-          compile: bool = False, log: Log = print, command: str | None = None) -> Path | None:
+          compile: bool = False, threads: int | None = None, log: Log = print,
+          command: str | None = None) -> Path | None:
     """Train model `name` into a new run under `out` (or continue run `resume`); returns the run folder.
 
     `assignments` are ``KEY=VALUE`` overrides of model or data hyper-parameters; `lr` and `batch_size` are
     shorthands for ``lr=...`` and ``batch_size=...``. `seed` defaults to 0 (a resumed run keeps its own).
     `early_stop_patience` stops after that many epochs without improvement of the model's monitored validation
     metric and keeps the best epoch's weights (as the run's weights, and in ``best/``). `compile` trains through
-    ``torch.compile`` (a speed setting: a resumed run may turn it on or off). `command` is recorded in the manifest (the CLI passes its
+    ``torch.compile`` (a speed setting: a resumed run may turn it on or off); `threads` sets torch's intra-op
+    threads (fewer than the cores can be faster on a shared machine; also a speed setting). `command` is recorded in the manifest (the CLI passes its
     command line). Under torchrun, only rank 0 writes and returns the folder;
     the other ranks return None.
     """
@@ -98,7 +100,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     if resume is not None:
         if overrides or preset != "book" or seed is not None or early_stop_patience is not None:
             raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device, "
-                           "--precision and --compile may change")
+                           "--precision, --compile and --threads may change")
         run_dir = resolve_run(out, name, resume)
         manifest = read_manifest(run_dir)
         if manifest.get("model") != name:
@@ -125,6 +127,10 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     trainer_cfg.setdefault("gradient_clip_val", 0.0)
 
     resolve_precision(precision, resolve_device(device, env.local_rank))  # fail before making a run folder
+    if threads is not None:
+        if threads < 1:
+            raise ZooError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     data = build_data(spec, data_hp, data_dir=data_dir)
     data.splits()  # load (or fail on missing data) before creating a run folder

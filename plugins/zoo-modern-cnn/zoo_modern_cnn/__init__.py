@@ -14,8 +14,9 @@ Names are imported on first use (PEP 562), so that the plugin's registration (``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zoo_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -24,7 +25,7 @@ _LAZY = {
     "vgg_block": "vgg", "nin_block": "nin", "Inception": "googlenet", "BatchNorm": "batchnorm",
     "batch_norm": "batchnorm", "Residual": "resnet", "ResNeXtBlock": "resnet", "resnet_stage": "resnet",
     "anynet_stage": "anynet", "conv_block": "densenet", "DenseBlock": "densenet", "transition_block": "densenet",
-    "init_cnn": "common", "CNNClassifier": "common",
+    "CNNClassifier": "common",
     # models
     "AlexNet": "alexnet", "VGG": "vgg", "NiN": "nin", "GoogleNet": "googlenet", "BNLeNetScratch": "batchnorm",
     "BNLeNet": "batchnorm", "ResNet": "resnet", "ResNet18": "resnet", "AnyNet": "anynet", "RegNetX32": "anynet",
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from zoo_modern_cnn.alexnet import AlexNet  # noqa: F401
     from zoo_modern_cnn.anynet import AnyNet, RegNetX32, anynet_stage  # noqa: F401
     from zoo_modern_cnn.batchnorm import BatchNorm, BNLeNet, BNLeNetScratch, batch_norm  # noqa: F401
-    from zoo_modern_cnn.common import CNNClassifier, init_cnn  # noqa: F401
+    from zoo_modern_cnn.common import CNNClassifier  # noqa: F401
     from zoo_modern_cnn.densenet import DenseBlock, DenseNet, conv_block, transition_block  # noqa: F401
     from zoo_modern_cnn.googlenet import GoogleNet, Inception  # noqa: F401
     from zoo_modern_cnn.nin import NiN, nin_block  # noqa: F401
@@ -43,17 +44,5 @@ if TYPE_CHECKING:
     from zoo_modern_cnn.vgg import VGG, vgg_block  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zoo_modern_cnn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"zoo_modern_cnn.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = ["__version__", *_LAZY]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__, {name: f"zoo_modern_cnn.{module}" for name, module in _LAZY.items()}, eager=("__version__",))

@@ -1,4 +1,5 @@
-"""What every chapter 8 network shares: the book's Xavier initialisation and an image classifier over ``self.net``."""
+"""What every chapter 8 network shares: an image classifier over ``self.net``, Xavier-initialised by chapter 7's
+`init_cnn` once the lazy layers have their shapes."""
 
 from __future__ import annotations
 
@@ -6,16 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo_core import Classifier
-
-
-def init_cnn(module: nn.Module) -> None:
-    """Xavier-uniform weights for linear and convolutional layers (d2l §7.6 ``init_cnn``); biases keep PyTorch's.
-
-    Applied by `CNNClassifier.init_weights`, which the core runs once the lazy layers have their shapes: the book
-    applies it in ``__init__``, where lazy layers have no weights yet and it does nothing.
-    """
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
-        nn.init.xavier_uniform_(module.weight)
+from zoo_cnn import init_cnn  # chapter 7's (d2l §7.6)
 
 
 class CNNClassifier(Classifier):
