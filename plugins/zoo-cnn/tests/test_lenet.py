@@ -106,6 +106,7 @@ def test_gradients_equal_the_nchw_ones():
 
 
 @pytest.mark.data
+@pytest.mark.slow  # two minutes on two cores: run with -m slow
 def test_book_recipe_reaches_the_accuracy_of_the_books_code():
     """The book preset (lr 0.1, batch 128, 10 epochs, Xavier) on real Fashion-MNIST.
 
