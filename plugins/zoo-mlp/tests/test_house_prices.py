@@ -78,5 +78,5 @@ def test_the_zoos_mlp_beats_the_books_linear_model(tmp_path):
         manifest = json.loads((run / "manifest.json").read_text())
         scores[preset] = manifest["metrics"]["cv_val_loss"]
         assert len((run / "submission.csv").read_text().splitlines()) == 1460
-    assert scores["book"] < 0.25  # the book prints about 0.18
+    assert scores["book"] < 0.25  # the zoo measured 0.179 with seed 0
     assert scores["mlp"] < 0.6 * scores["book"], scores
