@@ -190,7 +190,8 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
     run_dir = workflows.train(
         name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
         assignments=list(assignments), device=device, precision=precision, seed=seed, data_dir=data_dir, out=out,
-        resume=resume, early_stop_patience=early_stop_patience, compile=compile_, threads=threads, log=lambda line: click.echo(line, err=True),
+        resume=resume, early_stop_patience=early_stop_patience, compile=compile_, threads=threads,
+        log=lambda line: click.echo(line, err=True),
         command=shlex.join(["zoo", *sys.argv[1:]]))
     if run_dir is not None:  # rank 0
         click.echo(str(run_dir))

@@ -51,7 +51,8 @@ class PluginInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "module": self.module, "builtin": self.builtin,
-                "hooks": self.hooks, "models": self.models, "datasets": self.datasets, "commands": self.commands, "error": self.error}
+                "hooks": self.hooks, "models": self.models, "datasets": self.datasets, "commands": self.commands,
+                "error": self.error}
 
 
 @dataclass

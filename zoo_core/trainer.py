@@ -12,6 +12,7 @@ mid-epoch too), progress (tqdm on a terminal, plain lines otherwise), ``metrics.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -158,7 +159,10 @@ class Trainer:
         channels_last = self.channels_last
         if channels_last is None:
             channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
-        model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+        if channels_last:
+            model.to(device, memory_format=torch.channels_last)
+        else:
+            model.to(device)
         optimizer = model.configure_optimizers()
         train_metrics = MetricAccumulator(model.metrics, device)
         state = _Progress()
@@ -324,17 +328,9 @@ class Trainer:
         problems = check_hashes(best, json.loads(index.read_text(encoding="utf-8")))
         if problems:
             raise IntegrityError(f"best weights {best} are damaged: {'; '.join(problems)}")
-        from safetensors.torch import load_file
-
-        weights = load_file(best / "model.safetensors", device=str(next(model.parameters()).device))
-        state = model.state_dict()
-        for name, tensor in state.items():  # tied weights are stored once: fill every alias
-            if name not in weights:
-                alias = next((k for k, v in state.items() if v.data_ptr() == tensor.data_ptr() and k in weights), None)
-                if alias is None:
-                    raise IntegrityError(f"best weights {best} lack {name}")
-                weights[name] = weights[alias]
-        return weights
+        shadow = copy.deepcopy(model)  # load_weights re-ties shared weights and names any mismatch
+        load_weights(shadow, best / "model.safetensors")
+        return shadow.state_dict()
 
     @torch.no_grad()
     def validate(self, model: Model, loader: TensorLoader, autocast: contextlib.AbstractContextManager,

@@ -84,9 +84,9 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     `early_stop_patience` stops after that many epochs without improvement of the model's monitored validation
     metric and keeps the best epoch's weights (as the run's weights, and in ``best/``). `compile` trains through
     ``torch.compile`` (a speed setting: a resumed run may turn it on or off); `threads` sets torch's intra-op
-    threads (fewer than the cores can be faster on a shared machine; also a speed setting). `command` is recorded in the manifest (the CLI passes its
-    command line). Under torchrun, only rank 0 writes and returns the folder;
-    the other ranks return None.
+    threads (fewer than the cores can be faster on a shared machine; also a speed setting). `command` is recorded in
+    the manifest (the CLI passes its command line). Under torchrun, only rank 0 writes and returns the folder; the
+    other ranks return None.
     """
     spec = get_spec(name)
     env = DistEnv.from_env()
@@ -181,9 +181,11 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     if cross_validation is not None:  # the estimate of the final model's error, which has no held-out data
         metrics.update({f"cv_{k}": v for k, v in cross_validation["mean"].items()})
         manifest["cross_validation"] = cross_validation
-    if data.predict_inputs() is not None:
-        manifest["predictions"] = _predict(model, data, run_dir).relative_to(run_dir).as_posix()
-        log(f"predictions for {len(data.predict_inputs()[0]):,} examples: {run_dir / manifest['predictions']}")
+    to_predict = data.predict_inputs()
+    if to_predict is not None:
+        written = _predict(model, data, to_predict, run_dir)
+        manifest["predictions"] = written.relative_to(run_dir).as_posix()
+        log(f"predictions for {len(to_predict[0]):,} examples: {written}")
     manifest.update(
         status="completed", updated=_now(), metrics={k: round(v, 6) for k, v in metrics.items()},
         train={"epochs": result.epochs, "steps": result.steps, "seconds": round(result.seconds, 3),
@@ -209,6 +211,7 @@ def _cross_validate(spec: ModelSpec, model_hp: dict[str, Any], folds: Sequence[A
     for j, fold in enumerate(folds):
         torch.manual_seed(seed)
         fold_model = build_model(spec, model_hp)
+
         def fold_log(line: str, j: int = j) -> None:
             log(f"fold {j + 1}/{len(folds)}  {line}")
 
@@ -220,13 +223,13 @@ def _cross_validate(spec: ModelSpec, model_hp: dict[str, Any], folds: Sequence[A
     return {"folds": len(folds), "per_fold": per_fold, "mean": mean}
 
 
-def _predict(model: Model, data: Any, run_dir: Path) -> Path:
-    """`Model.predict` over the data's unlabelled inputs, in batches, written by the data module."""
+def _predict(model: Model, data: Any, inputs: tuple[torch.Tensor, ...], run_dir: Path) -> Path:
+    """`Model.predict` over the data's unlabelled `inputs`, in batches, written by the data module."""
     from zoo_core.data.module import TensorLoader
 
     device = next(model.parameters()).device
     model.eval()
-    loader = TensorLoader(data.predict_inputs(), batch_size=max(data.batch_size, 1024)).to(device)
+    loader = TensorLoader(inputs, batch_size=max(data.batch_size, 1024)).to(device)
     predictions = torch.cat([model.predict(*batch) for batch in loader]).cpu()
     return data.write_predictions(run_dir, predictions)
 
