@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from zoo_core import IntegrityError
+from zoo_core import IntegrityError, atomic_path
 
 Tensors = Union[Tensor, list[Tensor], dict[str, Tensor]]
 _KIND = "zoo_builders.kind"  # metadata key: which container the file holds
@@ -53,12 +53,8 @@ def save_tensors(path: str | os.PathLike, obj: Tensors) -> Path:
         out[key] = t.clone() if ptr in seen and t.numel() else t
         seen.add(ptr)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         safetensors.torch.save_file(out, str(tmp), metadata={_KIND: kind})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
