@@ -1,0 +1,1 @@
+"""d2l-zoo, chapter 10: modern recurrent neural networks."""

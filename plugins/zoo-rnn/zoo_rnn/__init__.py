@@ -1,0 +1,1 @@
+"""d2l-zoo, chapter 9: recurrent neural networks."""
