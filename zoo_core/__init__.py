@@ -24,7 +24,7 @@ from zoo_core.errors import (  # noqa: E402
 from zoo_core.hookspecs import hookimpl  # noqa: E402
 from zoo_core.lazy import lazy_exports  # noqa: E402
 from zoo_core.registry import (  # noqa: E402
-    DataSpec, ModelSpec, Preset, TensorSpec, Tolerance, build_data, build_model, get_data, get_data_spec, get_model,
+    DataSpec, GraphSpec, ModelSpec, Preset, TensorSpec, Tolerance, build_data, build_model, get_data, get_data_spec, get_model,
     get_spec, list_datasets, list_models,
 )
 
@@ -71,7 +71,7 @@ __getattr__, __dir__, _lazy_all = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "__version__", "hookimpl",
-    "DataSpec", "ModelSpec", "Preset", "TensorSpec", "Tolerance",
+    "DataSpec", "GraphSpec", "ModelSpec", "Preset", "TensorSpec", "Tolerance",
     "list_models", "list_datasets", "get_spec", "get_data_spec", "get_model", "get_data", "build_model", "build_data",
     "ZooError", "UnknownNameError", "DataNotFoundError", "IntegrityError", "NonFiniteLossError",
     "TrainingInterrupted",

@@ -7,7 +7,7 @@ the trainer can accumulate metrics on the device without a host sync), its optim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -43,6 +43,9 @@ class Model(nn.Module, HyperParameters):
     monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
     """The validation metric that says which epoch is best (early stopping), and whether ``min`` or ``max`` wins."""
 
+    unit: ClassVar[str] = "examples"
+    """What `batch_weight` counts, and so what training speed is reported in: ``examples`` or ``tokens``."""
+
     def loss(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """The training objective, a scalar tensor (mean over the batch)."""
         raise NotImplementedError
@@ -59,9 +62,15 @@ class Model(nn.Module, HyperParameters):
         """One validation batch, run in eval mode without gradients."""
         return self.step(batch)
 
-    def batch_weight(self, batch: Batch) -> int:
-        """How much a batch counts in epoch averages: its number of labels (examples, or tokens)."""
+    def batch_weight(self, batch: Batch) -> int | Tensor:
+        """How much a batch counts in epoch averages: its number of labels (examples, or tokens). A 0-dim tensor
+        is fine (the non-padding tokens of a translation batch): it is summed on the device, without a host sync."""
         return batch[-1].numel()
+
+    def epoch_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics derived from an epoch's weighted means, for logging: a language model adds its perplexity,
+        ``exp`` of the token-weighted mean cross-entropy (not a mean of per-batch perplexities). Default: as is."""
+        return means
 
     @torch.no_grad()
     def predict(self, *inputs: Tensor) -> Tensor:
@@ -76,6 +85,23 @@ class Model(nn.Module, HyperParameters):
     def example_inputs(self, batch_size: int = 2) -> tuple[Tensor, ...]:
         """Random inputs of the right shapes and dtypes, for export, tests and materialisation."""
         raise NotImplementedError(f"{type(self).__name__} must define example_inputs()")
+
+    # --- graphs: what `zoo export` writes and `zoo_core.decoding` drives (see `zoo_core.GraphSpec`) -------------------
+    def graph_module(self, name: str) -> nn.Module:
+        """The module exported as graph `name`: its ``forward(*inputs)`` returns the graph's outputs in the order
+        its `GraphSpec` declares. Default: the model itself for ``model``; generation models add their encoder and
+        step modules (sharing the model's parameters)."""
+        if name == "model":
+            return self
+        raise KeyError(f"{type(self).__name__} has no graph {name!r}")
+
+    def graph_inputs(self, name: str, dims: Mapping[str, int]) -> tuple[Tensor, ...]:
+        """Random valid inputs of graph `name`, with each symbolic dimension at the size `dims` gives
+        (``batch``, ``seq`` ...): export traces on them and parity checks at other sizes. Default: `example_inputs`
+        at ``dims["batch"]``, which suits models whose only symbolic dimension is the batch."""
+        if name == "model":
+            return self.example_inputs(dims.get("batch", 2))
+        raise KeyError(f"{type(self).__name__} has no graph {name!r}")
 
     def init_weights(self) -> None:
         """Initialise parameters; called by `materialize` once lazy layers have their shapes. Default: keep."""

@@ -69,13 +69,92 @@ def _tensor_specs(specs: Iterable[str | TensorSpec] | None) -> tuple[TensorSpec,
     return None if specs is None else tuple(TensorSpec.parse(s) for s in specs)
 
 
+GRAPH_ROLES = ("forward", "encoder", "step")
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One exportable graph of a model, written to ``<name>.onnx`` (DESIGN §4: models with several graphs).
+
+    Most models have one graph, ``model``: their forward pass. Generation models add an ``encoder`` graph and/or a
+    one-step decoder graph, which `zoo_core.decoding` drives on PyTorch or ONNX Runtime alike.
+
+    Attributes:
+        name: the graph's name and file stem (``model``, ``encoder``, ``decoder_step``).
+        inputs, outputs: tensor specs, as for `ModelSpec`. Symbolic dimensions stay dynamic in the export.
+        role: ``forward`` (a whole forward pass), ``encoder`` (its outputs feed a step graph's inputs of the same
+            names), or ``step`` (one decoding step).
+        state: for a step graph, the inputs carried from step to step; ``outputs[1:1 + len(state)]`` are their new
+            values, in this order. A step graph's first input is ``tokens: int64[batch]``, its first output
+            ``logits: float32[batch, vocab]``; its other inputs are memory (constant while decoding); outputs after
+            the state are extras (attention weights). Every state and memory tensor is batch-major.
+        summary: one line for ``zoo info`` (say here why a model has no forward graph, if it has none).
+    """
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    role: str = "forward"
+    state: tuple[str, ...] = ()
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name.replace("_", "-")):
+            raise ValueError(f"graph name {self.name!r} must be lower-case letters, digits, '-' and '_'")
+        object.__setattr__(self, "inputs", _tensor_specs(self.inputs))
+        object.__setattr__(self, "outputs", _tensor_specs(self.outputs))
+        object.__setattr__(self, "state", tuple(self.state))
+        if self.role not in GRAPH_ROLES:
+            raise ValueError(f"graph {self.name!r}: role must be one of {', '.join(GRAPH_ROLES)}")
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"graph {self.name!r} must declare its inputs and outputs")
+        names = [t.name for t in self.inputs]
+        unknown_state = [s for s in self.state if s not in names]
+        if unknown_state:
+            raise ValueError(f"graph {self.name!r}: state {unknown_state} are not among its inputs {names}")
+        if self.role == "step":
+            if self.inputs[0].name != "tokens" or self.outputs[0].name != "logits":
+                raise ValueError(f"step graph {self.name!r}: the first input must be 'tokens' and the first output "
+                                 f"'logits'")
+            if len(self.outputs) < 1 + len(self.state):
+                raise ValueError(f"step graph {self.name!r}: {len(self.state)} state inputs need as many outputs "
+                                 f"after 'logits'")
+        elif self.state:
+            raise ValueError(f"graph {self.name!r}: only step graphs carry state")
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "file": self.file, "role": self.role,
+                               "inputs": [t.to_json() for t in self.inputs],
+                               "outputs": [t.to_json() for t in self.outputs]}
+        if self.state:
+            out["state"] = list(self.state)
+        if self.summary:
+            out["summary"] = self.summary
+        return out
+
+
+def _graph_specs(graphs: Iterable[GraphSpec] | None) -> tuple[GraphSpec, ...] | None:
+    if graphs is None:
+        return None
+    graphs = tuple(graphs)
+    names = [g.name for g in graphs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"graph names must be unique, got {names}")
+    return graphs
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named configuration of a model: its hyper-parameters, its data's, and the trainer's.
 
     ``model`` and ``data`` are constructor arguments of the model and the `DataModule`; ``train`` are `Trainer`
     arguments (``max_epochs``, ``gradient_clip_val`` ...). ``num_params`` is the parameter count of the model built
-    with this preset; ``inputs``/``outputs`` override the spec's where the preset changes shapes (smaller images).
+    with this preset; ``inputs``/``outputs`` (and ``graphs``) override the spec's where the preset changes shapes
+    (smaller images, other vocabulary sizes).
     """
 
     model: Mapping[str, Any] = field(default_factory=dict)
@@ -85,10 +164,12 @@ class Preset:
     inputs: tuple[TensorSpec, ...] | None = None
     outputs: tuple[TensorSpec, ...] | None = None
     summary: str = ""
+    graphs: tuple[GraphSpec, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", _tensor_specs(self.inputs))
         object.__setattr__(self, "outputs", _tensor_specs(self.outputs))
+        object.__setattr__(self, "graphs", _graph_specs(self.graphs))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": dict(self.model), "data": dict(self.data), "train": dict(self.train),
@@ -128,6 +209,8 @@ class ModelSpec:
         parity: ONNX Runtime parity tolerance (default fp32 ``atol=1e-4, rtol=1e-3``).
         onnx_exporter: ``dynamo`` (torch.export; the default) or ``torchscript`` (the legacy exporter, only with
             ``onnx_reason`` saying why the model cannot go through torch.export).
+        graphs: the graphs `zoo export` writes (`GraphSpec`); default: one forward graph ``model`` with the
+            spec's inputs and outputs. Generation models declare their encoder and step graphs here.
         plugin: the distribution that registered it, filled in by the registry.
     """
 
@@ -145,6 +228,7 @@ class ModelSpec:
     parity: Tolerance = Tolerance()
     onnx_exporter: str = "dynamo"
     onnx_reason: str = ""
+    graphs: tuple[GraphSpec, ...] = ()
     plugin: str = ""
 
     def __post_init__(self) -> None:
@@ -164,6 +248,7 @@ class ModelSpec:
         object.__setattr__(self, "inputs", _tensor_specs(self.inputs))
         object.__setattr__(self, "outputs", _tensor_specs(self.outputs))
         object.__setattr__(self, "tags", tuple(self.tags))
+        object.__setattr__(self, "graphs", _graph_specs(self.graphs) or ())
         if not self.inputs or not self.outputs:
             raise ValueError(f"model {self.name!r} must declare its inputs and outputs")
 
@@ -179,6 +264,16 @@ class ModelSpec:
         p = self.preset(preset)
         return p.inputs or self.inputs, p.outputs or self.outputs
 
+    def graph_specs(self, preset: str) -> tuple[GraphSpec, ...]:
+        """The graphs exported for a model built with `preset`: the preset's, else the spec's, else one forward
+        graph ``model`` with the preset's inputs and outputs."""
+        p = self.preset(preset)
+        if p.graphs:
+            return p.graphs
+        if self.graphs:
+            return self.graphs
+        return (GraphSpec("model", *self.io(preset)),)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "chapter": self.chapter, "section": self.section, "summary": self.summary,
@@ -186,7 +281,8 @@ class ModelSpec:
             "tags": list(self.tags),
             "presets": {
                 name: {**p.to_json(), "inputs": [t.to_json() for t in self.io(name)[0]],
-                       "outputs": [t.to_json() for t in self.io(name)[1]]}
+                       "outputs": [t.to_json() for t in self.io(name)[1]],
+                       "graphs": [g.to_json() for g in self.graph_specs(name)]}
                 for name, p in self.presets.items()
             },
             "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs],
@@ -345,7 +441,7 @@ def build_data(spec: ModelSpec, hparams: Mapping[str, Any], data_dir: str | None
 
 
 __all__ = [
-    "DataSpec", "ModelSpec", "Preset", "Registry", "TensorSpec", "Tolerance", "UnknownNameError",
+    "DataSpec", "GraphSpec", "ModelSpec", "Preset", "Registry", "TensorSpec", "Tolerance", "UnknownNameError",
     "build_data", "build_model", "get_data", "get_data_spec", "get_model", "get_spec", "import_builder",
     "list_datasets", "list_models",
 ]

@@ -151,6 +151,16 @@ class DataModule(HyperParameters):
             cached = self.__dict__["_splits"] = self.load()
         return cached
 
+    def vocabs(self) -> dict[str, Any]:
+        """Text data: the vocabularies (`zoo_core.text.Vocab`) by name (``vocab``, or ``src_vocab`` and
+        ``tgt_vocab``). `zoo train` saves each as ``<name>.json`` in the run, so that it predicts on its own."""
+        return {}
+
+    def model_hparams(self) -> dict[str, Any]:
+        """Model hyper-parameters the data decides (``vocab_size``): `zoo train` passes them to a model that takes
+        them, unless ``--set`` gave them. Default: none."""
+        return {}
+
     def batch_transform(self, batch: Batch) -> Batch:
         """Turn a batch of stored tensors into model inputs; identity by default."""
         return batch
