@@ -18,36 +18,60 @@ from zoo_core.artifacts import atomic_path, atomic_write_text
 
 
 class MetricAccumulator:
-    """Weighted running means of named scalar metrics, kept on `device`."""
+    """Weighted running means of named scalar metrics, kept on `device`.
+
+    A batch's weight may be an int or a 0-dim tensor (the non-padding tokens of a translation batch): either way the
+    running total stays on the device, so adding never waits for the device.
+    """
 
     def __init__(self, names: Sequence[str], device: torch.device | str) -> None:
         self.names = tuple(names)
-        self.sums = torch.zeros(len(self.names), device=device)
-        self.weight = 0
+        # the sums, then the total weight, in one tensor: one copy to the host in compute(). float64: an epoch of a
+        # language model adds up millions of tokens (MPS has no float64)
+        dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        self.totals = torch.zeros(len(self.names) + 1, dtype=dtype, device=device)
+
+    @property
+    def weight(self) -> float:
+        """The total weight so far (a host sync)."""
+        return float(self.totals[-1])
 
     def reset(self) -> None:
-        self.sums.zero_()
-        self.weight = 0
+        self.totals.zero_()
 
-    def add(self, values: Mapping[str, Tensor], weight: int) -> None:
+    def add(self, values: Mapping[str, Tensor], weight: int | Tensor) -> None:
         """Add one batch's metrics (means over the batch), weighted by `weight` (its examples or tokens)."""
-        self.sums.add_(torch.stack([values[n].detach().float() for n in self.names]), alpha=weight)
-        self.weight += weight
+        dtype = self.totals.dtype
+        row = torch.stack([*(values[n].detach().to(dtype) for n in self.names), self.totals.new_ones(())])
+        if isinstance(weight, Tensor):
+            self.totals.add_(row * weight.to(dtype))
+        else:  # a Python number: no tensor made from it (on CUDA that copy would wait for the device)
+            self.totals.add_(row, alpha=weight)
 
     def compute(self, all_reduce: Callable[[Tensor], None] | None = None) -> dict[str, float]:
         """The means so far (one host sync); `all_reduce` sums the totals across processes first."""
-        totals = torch.cat([self.sums, self.sums.new_tensor([float(self.weight)])])
+        totals = self.totals.clone()
         if all_reduce is not None:
             all_reduce(totals)
         *sums, weight = totals.tolist()
         return {n: (s / weight if weight else float("nan")) for n, s in zip(self.names, sums)}
 
+    def total_weight(self, all_reduce: Callable[[Tensor], None] | None = None) -> float:
+        """The total weight (examples or tokens) so far, over all processes with `all_reduce`."""
+        total = self.totals[-1:].clone()
+        if all_reduce is not None:
+            all_reduce(total)
+        return float(total.item())
+
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": self.sums.detach().cpu(), "weight": self.weight}
+        return {"totals": self.totals.detach().cpu()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.sums.copy_(state["sums"])
-        self.weight = int(state["weight"])
+        if "totals" in state:
+            self.totals.copy_(state["totals"])
+        else:  # checkpoints written before the weight moved onto the device
+            self.totals.copy_(torch.cat([state["sums"].to(self.totals.dtype),
+                                         torch.tensor([float(state["weight"])], dtype=self.totals.dtype)]))
 
 
 def write_jsonl(path: str | os.PathLike, records: Sequence[Mapping[str, Any]]) -> None:

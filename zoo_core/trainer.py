@@ -53,12 +53,19 @@ class FitResult:
     precision: str
     world_size: int
     params_in_sync: bool | None = None
+    unit: str = "examples"              # what `units` counts: the model's `unit` (examples, or tokens)
+    units: float = 0.0                  # training units seen (all ranks): tokens for sequence models
     best_epoch: int | None = None       # with early stopping: the epoch whose weights the model holds
     stopped_early: bool = False       # ended before max_epochs for lack of improvement
 
     @property
     def examples_per_s(self) -> float:
         return self.examples / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def units_per_s(self) -> float:
+        """Training speed in the model's unit (tokens/s for sequence models: what their benchmarks compare)."""
+        return self.units / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass
@@ -70,6 +77,7 @@ class _Progress:
     step: int = 0             # optimiser steps in total
     seconds: float = 0.0      # training time, validation excluded
     examples: int = 0         # training examples seen (all ranks)
+    units: float = 0.0        # training units seen (all ranks): the sum of batch weights, e.g. tokens
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0       # early stopping: the best epoch so far (0: none yet) and the epochs since
     bad_epochs: int = 0
@@ -233,12 +241,15 @@ class Trainer:
                 started = None  # counted: validation and checkpointing are not training time
                 if bar is not None:
                     bar.close()
+                state.units += train_metrics.total_weight(reduce)
                 record = {"epoch": epoch + 1, "step": state.step,
-                          **{f"train_{k}": v for k, v in train_metrics.compute(reduce).items()},
+                          **{f"train_{k}": v for k, v in model.epoch_metrics(train_metrics.compute(reduce)).items()},
                           **({f"val_{k}": v for k, v in self.validate(model, val_loader, autocast, reduce).items()}
                              if val_loader.dataset_size else {}),  # no validation split: a final refit
                           "seconds": round(state.seconds, 4),
                           "examples_per_s": round(state.examples / state.seconds, 1) if state.seconds else None}
+                if model.unit != "examples":
+                    record[f"{model.unit}_per_s"] = round(state.units / state.seconds, 1) if state.seconds else None
                 state.history.append(record)
                 state.epoch, state.batch = epoch + 1, 0
                 if self.early_stop_patience is not None:
@@ -286,7 +297,7 @@ class Trainer:
             metrics={k: v for k, v in final.items() if k.startswith(("train_", "val_"))},
             history=state.history, epochs=state.epoch, steps=state.step, seconds=state.seconds,
             examples=state.examples, device=str(device), precision=precision, world_size=env.world_size,
-            params_in_sync=in_sync, best_epoch=state.best_epoch if best_weights is not None else None,
+            params_in_sync=in_sync, unit=model.unit, units=state.units, best_epoch=state.best_epoch if best_weights is not None else None,
             stopped_early=self.early_stop_patience is not None and state.bad_epochs >= self.early_stop_patience
             and state.epoch < self.max_epochs)
 
@@ -335,7 +346,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self, model: Model, loader: TensorLoader, autocast: contextlib.AbstractContextManager,
                  reduce: Callable[[Tensor], None] | None = None) -> dict[str, float]:
-        """Mean metrics over `loader` in eval mode (one host sync at the end)."""
+        """Mean metrics over `loader` in eval mode (one host sync at the end), with the model's derived epoch
+        metrics (`Model.epoch_metrics`: perplexity)."""
         model.eval()
         metrics = MetricAccumulator(model.metrics, next(model.parameters()).device)
         for batch in loader:
@@ -343,7 +355,7 @@ class Trainer:
                 out = model.validation_step(batch)
             metrics.add(out, model.batch_weight(batch))
         model.train()
-        return metrics.compute(reduce)
+        return model.epoch_metrics(metrics.compute(reduce))
 
     # --- helpers ---------------------------------------------------------------------------------------------------
     def _prepare(self, loader: TensorLoader, device: torch.device, env: DistEnv, pad: bool,
@@ -406,7 +418,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save({"optimizer": optimizer.state_dict(), "metrics": train_metrics.state_dict(), "rng": rng,
                     "progress": {"epoch": state.epoch, "batch": state.batch, "step": state.step,
-                                 "seconds": state.seconds, "examples": state.examples,
+                                 "seconds": state.seconds, "examples": state.examples, "units": state.units,
                                  "history": json.dumps(state.history), "best_epoch": state.best_epoch,
                                  "bad_epochs": state.bad_epochs},
                     "seed": self.seed}, tmp / "state.pt")
@@ -434,7 +446,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in blob["rng"]["cuda"]])
         p = blob["progress"]
         return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
-                         examples=p["examples"], history=json.loads(p["history"]),
+                         examples=p["examples"], units=p.get("units", 0.0), history=json.loads(p["history"]),
                          best_epoch=p.get("best_epoch", 0), bad_epochs=p.get("bad_epochs", 0))
 
 
@@ -451,7 +463,9 @@ def _format_record(record: dict[str, Any], max_epochs: int) -> str:
     for key, value in record.items():
         if key.startswith(("train_", "val_")) and isinstance(value, float) and math.isfinite(value):
             parts.append(f"{key} {value:.4f}")
-    if record.get("examples_per_s"):
+    if record.get("tokens_per_s"):
+        parts.append(f"{record['seconds']:.1f}s {record['tokens_per_s']:,.0f} tokens/s")
+    elif record.get("examples_per_s"):
         parts.append(f"{record['seconds']:.1f}s {record['examples_per_s']:,.0f} ex/s")
     return "  ".join(parts)
 
