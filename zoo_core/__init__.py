@@ -39,6 +39,10 @@ _LAZY = {
     "BOOK_URL": "zoo_core.data",
     "seeded_generator": "zoo_core.data",
     "atomic_path": "zoo_core.artifacts",
+    "Vocab": "zoo_core.text",
+    "masked_cross_entropy": "zoo_core.seq_metrics",
+    "bleu": "zoo_core.seq_metrics",
+    "corpus_bleu": "zoo_core.seq_metrics",
     "Trainer": "zoo_core.trainer",
     "FitResult": "zoo_core.trainer",
     "resolve_device": "zoo_core.devices",
@@ -55,6 +59,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
     from zoo_core.artifacts import atomic_path  # noqa: F401
+    from zoo_core.seq_metrics import bleu, corpus_bleu, masked_cross_entropy  # noqa: F401
+    from zoo_core.text import Vocab  # noqa: F401
     from zoo_core.data import (  # noqa: F401
         BOOK_URL, DataFile, DataModule, TensorLoader, find_data_files, seeded_generator,
     )

@@ -13,3 +13,9 @@ def zoo_register_datasets(register):
     register(DataSpec("fashion-mnist", "zoo_core.data.fashion_mnist:FashionMNIST",
                       "Fashion-MNIST, 60k/10k 28x28 grey images, 10 classes (d2l 4.2)",
                       source="https://github.com/zalandoresearch/fashion-mnist (via torchvision)"))
+    register(DataSpec("time-machine", "zoo_core.data.time_machine:TimeMachine",
+                      "The Time Machine (H. G. Wells) as character or word windows; vocab 28, 173,428 tokens (d2l 9.2)",
+                      source="https://www.gutenberg.org/ebooks/35 (the book's copy, d2l-data timemachine.txt)"))
+    register(DataSpec("fra-eng", "zoo_core.data.fra_eng:FraEng",
+                      "English-French sentence pairs, 9 steps, 512 train / 129 val, vocab 194 / 214 (d2l 10.5)",
+                      source="https://www.manythings.org/anki/ (Tatoeba, CC-BY 2.0; the book's fra-eng.zip)"))
