@@ -100,7 +100,20 @@ def test_fra_eng_preprocess_is_the_books():
     assert FraEng.preprocess("Hi,you.\xa0Ok?!") == "hi ,you . ok ? !"
     assert FraEng.preprocess(".Start") == ".start"  # the book never inserts at position 0
     assert FraEng.preprocess("a\n.b") == "a\n .b"  # ... but does after a newline
-    assert FraEng.preprocess("İ.") == "i̇ ." and len("İ".lower()) == 2  # lower() lengthens: the book's loop
+    assert FraEng.preprocess("İ. x.") == "i̇ . x ."  # lower() lengthens "İ": the marks still get their space
+
+
+def _books_preprocess(text: str) -> str:  # d2l 1.0.3 MTFraEng._preprocess, verbatim
+    text = text.replace("\u202f", " ").replace("\xa0", " ")
+    no_space = lambda char, prev_char: char in ",.!?" and prev_char != " "  # noqa: E731
+    out = [" " + char if i > 0 and no_space(char, text[i - 1]) else char for i, char in enumerate(text.lower())]
+    return "".join(out)
+
+
+@pytest.mark.parametrize("text", ["Go.\tVa !\nHi.\tSalut !\n", "?!..,", " .a.\n.\t,", "Ça va?\u202f!\xa0.", "",
+                                  "J'ai 3,5 ans... OK!?"])
+def test_fra_eng_preprocess_equals_the_books_loop(text):
+    assert FraEng.preprocess(text) == _books_preprocess(text)
 
 
 def test_fra_eng_split_pairs_stops_after_max_examples_plus_one_line():
