@@ -55,21 +55,23 @@ def test_train_writes_a_complete_run(run_dir):
 
 def test_export_records_onnx_and_parity(run_dir):
     manifest = read_manifest(run_dir)
-    onnx = manifest["onnx"]
-    assert onnx["opset"] == 18 and onnx["exporter"] == "torch.export (dynamo)"
+    assert manifest["onnx"]["opset"] == 18 and manifest["onnx"]["exporter"] == "torch.export (dynamo)"
+    assert list(manifest["onnx"]["graphs"]) == ["model"]  # one graph: the forward pass
+    onnx = manifest["onnx"]["graphs"]["model"]
+    assert onnx["file"] == "model.onnx" and onnx["role"] == "forward"
     assert onnx["inputs"] == [{"name": "X", "dtype": "float32", "shape": ["batch", 1, 28, 28]}]
     assert onnx["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}]
-    cpu = manifest["parity"]["CPUExecutionProvider"]
+    cpu = onnx["parity"]["CPUExecutionProvider"]
     assert cpu["passed"] and cpu["max_abs_err"] <= cpu["atol"] and cpu["batch_size"] != onnx["trace_batch_size"]
-    assert cpu["top1_agreement"] == 1.0
-    assert "CUDAExecutionProvider" in manifest["parity"]  # run, or skipped with its reason
+    assert cpu["top1_agreement"] == 1.0 and cpu["dims"] == {"batch": 3}
+    assert "CUDAExecutionProvider" in onnx["parity"]  # run, or skipped with its reason
 
 
 def test_verify_passes_on_a_good_run(run_dir, cli):
     result = cli("verify", "softmax", "--run", str(run_dir))
     assert result.returncode == 0
     assert "FAIL" not in result.stdout and "all checks passed" in result.stdout
-    assert "ok    onnx parity: CPUExecutionProvider" in result.stdout
+    assert "ok    onnx parity model.onnx: CPUExecutionProvider" in result.stdout
 
 
 def damaged_copy(run_dir, tmp_path):

@@ -205,13 +205,16 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
 @click.option("--onnx", "onnx_", is_flag=True, help="Export to ONNX and check parity with ONNX Runtime.")
 @click.option("--opset", type=click.IntRange(min=7), default=18, show_default=True, help="ONNX opset.")
 def export_command(name: str, run: str | None, out: str, onnx_: bool, opset: int) -> None:
-    """Export a trained run: check its safetensors weights load, and with --onnx write model.onnx + parity."""
+    """Export a trained run: check its safetensors weights load; with --onnx write one ONNX file per graph of the
+    model (model.onnx; generation models encoder.onnx, decoder_step.onnx ...) and check each one's parity with ONNX
+    Runtime. Prints the files written, one per line."""
     plugins.load()
     from zoo_core import workflows
 
-    report = workflows.export(name, run=run, out=out, onnx=onnx_, opset=opset,
-                              log=lambda line: click.echo(line, err=True))
-    click.echo(str(report))
+    files = workflows.export(name, run=run, out=out, onnx=onnx_, opset=opset,
+                             log=lambda line: click.echo(line, err=True))
+    for path in files:  # one per graph: model.onnx, or encoder.onnx and decoder_step.onnx ...
+        click.echo(str(path))
 
 
 @cli.command("verify")

@@ -39,14 +39,17 @@ class ParityResult:
     rtol: float
     passed: bool
     top1_agreement: float | None = None
+    dims: dict[str, int] | None = None  # the size of each symbolic dimension the check ran at
+
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
         top1 = f", top-1 agreement {self.top1_agreement:.4f}" if self.top1_agreement is not None else ""
+        at = ", ".join(f"{k} {v}" for k, v in self.dims.items()) if self.dims else f"batch {self.batch_size}"
         return (f"{self.provider}: max abs err {self.max_abs_err:.3g}, max rel err {self.max_rel_err:.3g} "
-                f"(atol {self.atol:g}, rtol {self.rtol:g}) at batch {self.batch_size}{top1}: "
+                f"(atol {self.atol:g}, rtol {self.rtol:g}) at {at}{top1}: "
                 f"{'passed' if self.passed else 'FAILED'}")
 
 
@@ -78,9 +81,11 @@ def _session(onnx_path: str | os.PathLike, provider: str):  # -> onnxruntime.Inf
     return session
 
 
-def check_parity(model: Model, onnx_path: str | os.PathLike, inputs: Sequence[Tensor], *, atol: float = 1e-4,
-                 rtol: float = 1e-3, provider: str = CPU) -> ParityResult:
-    """Run `model` and the ONNX file on `inputs`, and compare every output."""
+def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike, inputs: Sequence[Tensor], *,
+                 atol: float = 1e-4, rtol: float = 1e-3, provider: str = CPU,
+                 dims: dict[str, int] | None = None) -> ParityResult:
+    """Run `model` (a model, or one of its graph modules) and the ONNX file on `inputs`, and compare every output.
+    `dims` (the symbolic dimensions' sizes in `inputs`) is recorded in the result."""
     device = torch.device("cuda") if provider == CUDA else torch.device("cpu")
     model = model.to(device).eval()
     with torch.no_grad(), tf32(False):
@@ -107,4 +112,4 @@ def check_parity(model: Model, onnx_path: str | os.PathLike, inputs: Sequence[Te
         passed &= bool(np.all(err <= atol + rtol * np.abs(ref)))
         if top1 is None and ref.ndim >= 2 and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
             top1 = float((got.argmax(-1) == ref.argmax(-1)).mean())
-    return ParityResult(provider, len(inputs[0]), max_abs, max_rel, atol, rtol, passed, top1)
+    return ParityResult(provider, len(inputs[0]), max_abs, max_rel, atol, rtol, passed, top1, dims)

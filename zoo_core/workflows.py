@@ -28,7 +28,7 @@ from zoo_core.errors import NonFiniteLossError, TrainingInterrupted, ZooError
 from zoo_core.hparams import accepted_arguments, parse_assignments, resolve_overrides
 from zoo_core.model import Model
 from zoo_core.registry import (
-    ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
+    GraphSpec, ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
 )
 from zoo_core.trainer import CHECKPOINT_DIR, Trainer
 from zoo_core.weights import load_weights, save_weights
@@ -36,7 +36,6 @@ from zoo_core.weights import load_weights, save_weights
 Log = Callable[[str], None]
 PARITY_BATCH_SIZE = 3  # not export.TRACE_BATCH_SIZE: parity must hold at a batch size the export did not trace
 WEIGHTS = "model.safetensors"
-ONNX_FILE = "model.onnx"
 
 
 def _now() -> str:
@@ -134,6 +133,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     torch.manual_seed(seed)
     data = build_data(spec, data_hp, data_dir=data_dir)
     data.splits()  # load (or fail on missing data) before creating a run folder
+    if ckpt is None:
+        model_hp = _with_data_hparams(spec, model_hp, data.model_hparams(), overrides)
     model = build_model(spec, model_hp)
 
     if env.is_main:
@@ -150,6 +151,11 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
                 "inputs": [t.to_json() for t in inputs], "outputs": [t.to_json() for t in outputs],
                 "command": command,
             }
+        vocabs = data.vocabs()
+        for vocab_name, vocab in vocabs.items():  # the run predicts on its own: its vocabularies go with it
+            vocab.save(run_dir / f"{vocab_name}.json")
+        if vocabs:
+            manifest["vocabs"] = {vocab_name: f"{vocab_name}.json" for vocab_name in vocabs}
         manifest.update(status="running", updated=_now(), versions=_versions(spec))
         manifest["trainer"].update({k: v for k, v in trainer_cfg.items() if k in ("max_epochs", "max_steps")})
         write_manifest(run_dir, manifest)
@@ -190,6 +196,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         status="completed", updated=_now(), metrics={k: round(v, 6) for k, v in metrics.items()},
         train={"epochs": result.epochs, "steps": result.steps, "seconds": round(result.seconds, 3),
                "examples": result.examples, "examples_per_s": round(result.examples_per_s, 1),
+               **({result.unit: int(result.units), f"{result.unit}_per_s": round(result.units_per_s, 1)}
+                  if result.unit != "examples" else {}),
                "device": result.device, "precision": result.precision, "world_size": result.world_size,
                "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(), "compiled": compile,
                **({"best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
@@ -198,9 +206,21 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     manifest.pop("error", None)
     write_manifest(run_dir, manifest)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("val_", "cv_val_")))
-    log(f"{name}: {shown}  ({result.seconds:.1f}s, {result.examples_per_s:,.0f} examples/s on {result.device}"
+    speed = (f"{result.units_per_s:,.0f} {result.unit}/s" if result.unit != "examples"
+             else f"{result.examples_per_s:,.0f} examples/s")
+    log(f"{name}: {shown}  ({result.seconds:.1f}s, {speed} on {result.device}"
         + (f" x{result.world_size}" if result.world_size > 1 else "") + ")")
     return run_dir
+
+
+def _with_data_hparams(spec: ModelSpec, model_hp: dict[str, Any], from_data: dict[str, Any],
+                       overrides: dict[str, str]) -> dict[str, Any]:
+    """The model's hyper-parameters with those the data decides (its vocabulary size) filled in, where the model
+    takes them and ``--set`` did not give them: ``--set token=word`` then builds a model of the word vocabulary."""
+    accepted = accepted_arguments(model_class(spec))
+    taken = {k: v for k, v in from_data.items()
+             if (accepted is None or k in accepted) and k not in overrides}
+    return {**model_hp, **taken}
 
 
 def _cross_validate(spec: ModelSpec, model_hp: dict[str, Any], folds: Sequence[Any], seed: int,
@@ -236,7 +256,9 @@ def _predict(model: Model, data: Any, inputs: tuple[torch.Tensor, ...], run_dir:
 
 # --- loading a run --------------------------------------------------------------------------------------------------
 
-def _finished_run(name: str, run: str | None, out: str | Path) -> tuple[ModelSpec, Path, dict[str, Any]]:
+def finished_run(name: str, run: str | None, out: str | Path) -> tuple[ModelSpec, Path, dict[str, Any]]:
+    """The spec, folder and manifest of a finished run of `name` (`run`: a directory or run id; default the newest
+    finished one under `out`); a run that did not finish is a `ZooError` saying what happened to it."""
     spec = get_spec(name)
     run_dir = resolve_run(out, name, run)
     manifest = read_manifest(run_dir)
@@ -255,16 +277,25 @@ def load_run_model(spec: ModelSpec, run_dir: Path, manifest: dict[str, Any]) -> 
     return model.eval()
 
 
-def _parity(spec: ModelSpec, model: Model, onnx_path: Path) -> dict[str, dict[str, Any]]:
+def run_graphs(spec: ModelSpec, manifest: dict[str, Any]) -> tuple[GraphSpec, ...]:
+    """The graphs of a run's model: those of its preset (whose shapes its hyper-parameters fix)."""
+    return spec.graph_specs(manifest["preset"])
+
+
+def _parity(spec: ModelSpec, model: Model, graph: GraphSpec, onnx_path: Path) -> dict[str, dict[str, Any]]:
+    """Parity of one graph on ONNX Runtime's CPU provider (and CUDA where present), at sizes export did not trace."""
+    from zoo_core.export import parity_dims
     from zoo_core.parity import CPU, CUDA, check_parity, cuda_unavailable_reason
 
     torch.manual_seed(0)
-    inputs = model.example_inputs(PARITY_BATCH_SIZE)
-    tol = {"atol": spec.parity.atol, "rtol": spec.parity.rtol}
-    results = {CPU: check_parity(model, onnx_path, inputs, provider=CPU, **tol).to_json()}
+    dims = parity_dims(graph)
+    inputs = model.graph_inputs(graph.name, dims)
+    module = model.graph_module(graph.name)
+    tol = {"atol": spec.parity.atol, "rtol": spec.parity.rtol, "dims": dims}
+    results = {CPU: check_parity(module, onnx_path, inputs, provider=CPU, **tol).to_json()}
     reason = cuda_unavailable_reason()
     results[CUDA] = ({"skipped": reason} if reason else
-                     check_parity(model, onnx_path, inputs, provider=CUDA, **tol).to_json())
+                     check_parity(module, onnx_path, inputs, provider=CUDA, **tol).to_json())
     model.cpu()
     return results
 
@@ -280,37 +311,45 @@ def _format_parity(provider: str, result: dict[str, Any]) -> str:
 # --- export ---------------------------------------------------------------------------------------------------------
 
 def export(name: str, *, run: str | None = None, out: str | Path = "artifacts", onnx: bool = True,
-           opset: int = 18, log: Log = print) -> Path:
-    """Export a finished run: check its weights load; with `onnx`, write ``model.onnx`` and check parity with ONNX
-    Runtime (CPU, and CUDA where present). Records everything in the manifest; returns the exported file.
+           opset: int = 18, log: Log = print) -> list[Path]:
+    """Export a finished run: check its weights load; with `onnx`, write one ONNX file per graph of the model
+    (``model.onnx``; generation models ``encoder.onnx``, ``decoder_step.onnx`` ...) and check each one's parity
+    with ONNX Runtime (CPU, and CUDA where present). Records everything in the manifest; returns the files written
+    (the weights file alone without `onnx`).
 
     A parity failure is recorded, then raised as a `ZooError`.
     """
-    spec, run_dir, manifest = _finished_run(name, run, out)
+    spec, run_dir, manifest = finished_run(name, run, out)
     problems = check_hashes(run_dir, manifest)
     if problems:
         raise ZooError(f"run {run_dir} is damaged: {'; '.join(problems)}")
     model = load_run_model(spec, run_dir, manifest)
     if not onnx:
         log(f"{WEIGHTS}: {model.num_params():,} parameters load into {type(model).__name__}")
-        return run_dir / WEIGHTS
+        return [run_dir / WEIGHTS]
 
-    from zoo_core.export import export_onnx
+    from zoo_core.export import export_graph
 
-    inputs, outputs = spec.io(manifest["preset"])
-    manifest["onnx"] = export_onnx(model, run_dir / ONNX_FILE, inputs, outputs, opset=opset,
-                                   exporter=spec.onnx_exporter)
-    manifest["parity"] = _parity(spec, model, run_dir / ONNX_FILE)
+    graphs = {}
+    for graph in run_graphs(spec, manifest):
+        info = export_graph(model, graph, run_dir / graph.file, opset=opset, exporter=spec.onnx_exporter)
+        graphs[graph.name] = {**info, "role": graph.role, **({"state": list(graph.state)} if graph.state else {}),
+                              "parity": _parity(spec, model, graph, run_dir / graph.file)}
+    first = next(iter(graphs.values()))
+    manifest["onnx"] = {"opset": opset, "exporter": first["exporter"], "graphs": graphs}
+    manifest.pop("parity", None)  # schema 1 kept parity beside "onnx"; it now lives in each graph
     manifest["versions"] = _versions(spec)
     manifest["updated"] = _now()
     write_manifest(run_dir, manifest)
-    for provider, result in manifest["parity"].items():
-        log(_format_parity(provider, result))
-    failed = [p for p, r in manifest["parity"].items() if r.get("passed") is False]
+    failed = []
+    for graph_name, info in graphs.items():
+        for provider, result in info["parity"].items():
+            log(f"{info['file']}: {_format_parity(provider, result)}")
+            if result.get("passed") is False:
+                failed.append(f"{info['file']} on {provider}")
     if failed:
-        raise ZooError(f"ONNX Runtime parity failed on {', '.join(failed)} for {run_dir / ONNX_FILE} "
-                       f"(recorded in its manifest)")
-    return run_dir / ONNX_FILE
+        raise ZooError(f"ONNX Runtime parity failed for {', '.join(failed)} in {run_dir} (recorded in its manifest)")
+    return [run_dir / info["file"] for info in graphs.values()]
 
 
 # --- verify ---------------------------------------------------------------------------------------------------------
@@ -333,7 +372,7 @@ class VerifyReport:
 def verify(name: str, *, run: str | None = None, out: str | Path = "artifacts", log: Log = print) -> VerifyReport:
     """Re-check a finished run: every file's sha256, that the weights load, and (if exported) ONNX Runtime
     parity on CPU (and CUDA where present). Prints one line per check; raises a `ZooError` if any fails."""
-    spec, run_dir, manifest = _finished_run(name, run, out)
+    spec, run_dir, manifest = finished_run(name, run, out)
     report = VerifyReport(run_dir)
     damaged = set()
     for rel, record in manifest.get("files", {}).items():
@@ -352,12 +391,19 @@ def verify(name: str, *, run: str | None = None, out: str | Path = "artifacts", 
             report.add("weights load", False, str(e))
     if "onnx" not in manifest:
         report.add("onnx parity", None, f"no ONNX export yet (zoo export {name} --onnx)")
-    elif ONNX_FILE in damaged or model is None:
-        report.add("onnx parity", False, "not checked: the ONNX file or the weights are damaged")
     else:
-        for provider, result in _parity(spec, model, run_dir / ONNX_FILE).items():
-            report.add("onnx parity", None if "skipped" in result else result["passed"],
-                       _format_parity(provider, result))
+        exported = manifest["onnx"].get("graphs") or {"model": manifest["onnx"]}  # schema 1: one model.onnx
+        for graph in run_graphs(spec, manifest):
+            info = exported.get(graph.name)
+            if info is None:
+                report.add(f"onnx parity {graph.file}", False, f"not exported (zoo export {name} --onnx)")
+            elif info["file"] in damaged or WEIGHTS in damaged or model is None:
+                report.add(f"onnx parity {info['file']}", False, "not checked: the ONNX file or the weights are "
+                                                                 "damaged")
+            else:
+                for provider, result in _parity(spec, model, graph, run_dir / info["file"]).items():
+                    report.add(f"onnx parity {info['file']}", None if "skipped" in result else result["passed"],
+                               _format_parity(provider, result))
     for what, ok, detail in report.checks:
         log(f"{'ok  ' if ok else 'FAIL' if ok is False else 'skip'}  {what}: {detail}")
     if not report.passed:

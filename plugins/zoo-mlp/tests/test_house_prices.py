@@ -53,7 +53,7 @@ def test_cross_validated_run_records_folds_and_writes_a_submission(tmp_path):
     prices = torch.tensor([float(line.split(",")[1]) for line in lines[1:]])
     assert torch.allclose(prices, model.eval()(*data.predict_inputs()).exp().reshape(-1), rtol=1e-5)
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(10_001, 10_033))
-    assert export("house-prices", run=str(run), out=tmp_path, log=log.append).name == "model.onnx"
+    assert [f.name for f in export("house-prices", run=str(run), out=tmp_path, log=log.append)] == ["model.onnx"]
 
 
 @pytest.mark.data
