@@ -46,7 +46,9 @@ def _symbolic_dims(graph: GraphSpec) -> list[str]:
 def trace_dims(graph: GraphSpec) -> dict[str, int]:
     """The sizes export traces at: batch 2, the other symbolic dimensions 3, 4, ... (all >= 2 and distinct, so that
     neither specialisation nor two dimensions of equal size can hide a dimension the graph fixed)."""
-    return {d: TRACE_BATCH_SIZE if d == "batch" else 3 + i for i, d in enumerate(_symbolic_dims(graph))}
+    others = [d for d in _symbolic_dims(graph) if d != "batch"]
+    return {**({"batch": TRACE_BATCH_SIZE} if "batch" in _symbolic_dims(graph) else {}),
+            **{d: 3 + i for i, d in enumerate(others)}}
 
 
 def parity_dims(graph: GraphSpec) -> dict[str, int]:

@@ -236,23 +236,27 @@ class ModelContract:
         assert layout(first), "the model has an empty state dict"
 
     def test_onnx_export_and_parity(self, model_name: str, tmp_path: Path) -> None:
-        """ONNX export passes onnx.checker, keeps the spec's names and dynamic dims, and ONNX Runtime (CPU) matches
-        PyTorch at a batch size other than the traced one."""
+        """Every graph of the model (`ModelSpec.graphs`; by default its forward pass) exports, passes onnx.checker,
+        keeps the spec's names and dynamic dimensions, and ONNX Runtime (CPU) matches PyTorch at sizes other than the
+        traced ones (batch and sequence length)."""
         import torch
 
-        from zoo_core import check_parity, export_onnx, get_model, get_spec
-        from zoo_core.export import TRACE_BATCH_SIZE
+        from zoo_core import check_parity, get_model, get_spec
+        from zoo_core.export import export_graph, parity_dims, trace_dims
 
         spec = get_spec(model_name)
-        inputs, outputs = spec.io(self.preset)
         model = get_model(model_name, preset=self.preset)
-        info = export_onnx(model, tmp_path / "model.onnx", inputs, outputs, exporter=spec.onnx_exporter)
-        assert [i["name"] for i in info["inputs"]] == [s.name for s in inputs]
-        assert [o["name"] for o in info["outputs"]] == [s.name for s in outputs]
-        for graph_io, declared in zip(info["inputs"] + info["outputs"], inputs + outputs):
-            dynamic = [isinstance(d, str) for d in graph_io["shape"]]
-            assert dynamic == [isinstance(d, str) for d in declared.shape], f"{graph_io} vs {declared}"
-        torch.manual_seed(0)
-        xs = model.example_inputs(TRACE_BATCH_SIZE + 3)
-        result = check_parity(model, tmp_path / "model.onnx", xs, atol=spec.parity.atol, rtol=spec.parity.rtol)
-        assert result.passed, str(result)
+        for graph in spec.graph_specs(self.preset):
+            info = export_graph(model, graph, tmp_path / graph.file, exporter=spec.onnx_exporter)
+            assert [i["name"] for i in info["inputs"]] == [s.name for s in graph.inputs]
+            assert [o["name"] for o in info["outputs"]] == [s.name for s in graph.outputs]
+            for graph_io, declared in zip(info["inputs"] + info["outputs"], graph.inputs + graph.outputs):
+                dynamic = [isinstance(d, str) for d in graph_io["shape"]]
+                assert dynamic == [isinstance(d, str) for d in declared.shape], f"{graph_io} vs {declared}"
+            torch.manual_seed(0)
+            dims = parity_dims(graph)
+            assert all(dims[d] != size for d, size in trace_dims(graph).items())
+            xs = model.graph_inputs(graph.name, dims)
+            result = check_parity(model.graph_module(graph.name), tmp_path / graph.file, xs,
+                                  atol=spec.parity.atol, rtol=spec.parity.rtol, dims=dims)
+            assert result.passed, f"{graph.file}: {result}"
