@@ -83,16 +83,21 @@ def _session(onnx_path: str | os.PathLike, provider: str):  # -> onnxruntime.Inf
 
 def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike, inputs: Sequence[Tensor], *,
                  atol: float = 1e-4, rtol: float = 1e-3, provider: str = CPU,
-                 dims: dict[str, int] | None = None) -> ParityResult:
+                 dims: dict[str, int] | None = None, input_names: Sequence[str] | None = None) -> ParityResult:
     """Run `model` (a model, or one of its graph modules) and the ONNX file on `inputs`, and compare every output.
-    `dims` (the symbolic dimensions' sizes in `inputs`) is recorded in the result."""
+    `dims` (the symbolic dimensions' sizes in `inputs`) is recorded in the result. With `input_names` (the graph's
+    declared inputs, in order), inputs are fed by name, and one the exporter dropped as unused is left out."""
     device = torch.device("cuda") if provider == CUDA else torch.device("cpu")
     model = model.to(device).eval()
     with torch.no_grad(), tf32(False):
         expected = model(*(t.to(device) for t in inputs))
     expected = [expected] if isinstance(expected, Tensor) else list(expected)
     session = _session(onnx_path, provider)
-    feed = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
+    if input_names is None:
+        feed = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
+    else:
+        taken = {i.name for i in session.get_inputs()}
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names, inputs) if n in taken}
     actual = session.run(None, feed)
     if len(actual) != len(expected):
         raise ZooError(f"the ONNX model has {len(actual)} outputs, PyTorch gives {len(expected)}")

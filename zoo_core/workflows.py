@@ -291,7 +291,8 @@ def _parity(spec: ModelSpec, model: Model, graph: GraphSpec, onnx_path: Path) ->
     dims = parity_dims(graph)
     inputs = model.graph_inputs(graph.name, dims)
     module = model.graph_module(graph.name)
-    tol = {"atol": spec.parity.atol, "rtol": spec.parity.rtol, "dims": dims}
+    tol = {"atol": spec.parity.atol, "rtol": spec.parity.rtol, "dims": dims,
+           "input_names": [t.name for t in graph.inputs]}
     results = {CPU: check_parity(module, onnx_path, inputs, provider=CPU, **tol).to_json()}
     reason = cuda_unavailable_reason()
     results[CUDA] = ({"skipped": reason} if reason else
