@@ -61,6 +61,7 @@ def cli(debug: bool) -> None:
     zoo train softmax               the book's recipe on the book's data, into artifacts/
     zoo export softmax --onnx       ONNX + parity check against ONNX Runtime
     zoo verify softmax              re-check hashes, weights and parity of the newest run
+    zoo predict lenet shoe.png      ask a trained run (images, prefixes, sentences)
     """
 
 
@@ -228,6 +229,43 @@ def verify_command(name: str, run: str | None, out: str) -> None:
     from zoo_core import workflows
 
     workflows.verify(name, run=run, out=out, log=lambda line: click.echo(line))
+
+
+@cli.command("predict")
+@click.argument("name")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--run", metavar="RUN", help="Run directory or run id (default: the newest finished run of NAME).")
+@click.option("--out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+              help="Artifacts root to look for runs in.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="PyTorch with the run's weights, or ONNX Runtime with its exported graphs (zoo export --onnx).")
+@click.option("--beam", type=click.IntRange(min=1), metavar="K",
+              help="Beam search with K hypotheses (text models; default 1: greedy).")
+@click.option("--num-preds", type=click.IntRange(min=1), metavar="N",
+              help="Tokens a language model adds to each prefix.  [default: 20]")
+@click.option("--reference", "references", multiple=True, metavar="TEXT",
+              help="A reference translation (one per sentence, in order): adds the book's BLEU.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def predict_command(name: str, inputs: tuple[str, ...], run: str | None, out: str, runtime: str, beam: int | None,
+                    num_preds: int | None, references: tuple[str, ...], as_json: bool) -> None:
+    """Ask a trained run: INPUT is an image file (classifiers: top-5 classes), a prefix (language models:
+    continued) or a sentence (translation: translated).
+
+    \b
+    zoo predict lenet shoe.png
+    zoo predict gru-lm "time traveller" --num-preds 50 --beam 4
+    zoo predict seq2seq "i'm home ." --reference "je suis chez moi ." --runtime onnx
+    """
+    plugins.load()
+    from zoo_core.predict import predict
+
+    result = predict(name, inputs, run=run, out=out, runtime=runtime, beam=beam, num_preds=num_preds,
+                     references=references, note=lambda line: _err(f"note: {line}"))
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        for line in result.lines():
+            click.echo(line)
 
 
 def main(argv: list[str] | None = None) -> None:
