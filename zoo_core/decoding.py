@@ -182,7 +182,10 @@ def _take(state: State, rows: Tensor) -> State:
 def _log_probs(logits: Tensor) -> Tensor:
     """log softmax in float64: the scores of both searches. float64 keeps the order of float32 logits (the gaps
     between distinct float32 values survive the subtraction of the log-sum-exp), so ranking by it is ranking by
-    the logits, and summing log-probabilities over steps does not merge close candidates."""
+    the logits, and summing log-probabilities over steps does not merge close candidates. (MPS has no float64:
+    there the scores live on the CPU, a copy of (batch, V) per step.)"""
+    if logits.device.type == "mps":
+        logits = logits.cpu()
     return logits.double().log_softmax(-1)
 
 
