@@ -85,6 +85,9 @@ def test_graph_spec_validates_roles_and_state():
         GraphSpec("step", ["tokens: int64[batch]"], ["logits: float32[batch, 3]"], role="step", state=("H",))
     with pytest.raises(ValueError, match="only step graphs carry state"):
         GraphSpec("encoder", ["X: int64[batch]"], ["H: float32[batch, 3]"], role="encoder", state=("X",))
+    with pytest.raises(ValueError, match="used twice"):
+        GraphSpec("step", ["tokens: int64[batch]", "H: float32[batch, 3]"], ["logits: float32[batch, 3]",
+                  "H: float32[batch, 3]"], role="step", state=("H",))
     with pytest.raises(ValueError, match="role must be one of"):
         GraphSpec("x", ["X: int64[batch]"], ["y: float32[batch]"], role="decoder")
 

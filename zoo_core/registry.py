@@ -109,6 +109,11 @@ class GraphSpec:
         if not self.inputs or not self.outputs:
             raise ValueError(f"graph {self.name!r} must declare its inputs and outputs")
         names = [t.name for t in self.inputs]
+        all_names = names + [t.name for t in self.outputs]
+        repeated = sorted({n for n in all_names if all_names.count(n) > 1})
+        if repeated:  # ONNX defines each value once: an output named like an input is an invalid file
+            raise ValueError(f"graph {self.name!r}: names {repeated} are used twice among its inputs and outputs "
+                             f"(name a new state differently, e.g. H_next)")
         unknown_state = [s for s in self.state if s not in names]
         if unknown_state:
             raise ValueError(f"graph {self.name!r}: state {unknown_state} are not among its inputs {names}")
