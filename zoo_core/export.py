@@ -15,6 +15,7 @@ length 6 that ONNX Runtime then refuses at length 11). Parity runs at other size
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import warnings
@@ -113,6 +114,42 @@ def graph_io(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
                 "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
 
     return {"inputs": [describe(v) for v in graph.input], "outputs": [describe(v) for v in graph.output]}
+
+
+def concrete_graph(model: Model, graph: GraphSpec) -> GraphSpec:
+    """`graph` with its fixed sizes taken from `model` as built: a spec declares them for its presets' shapes
+    (``logits: float32[batch, 28]``), but ``--set`` can change them (another vocabulary, more hidden units).
+    Symbolic dimensions stay symbolic. One forward pass of the graph module on its trace-size inputs.
+
+    Raises:
+        ZooError: an input or output has another rank than the spec declares.
+    """
+    args = tuple(model.graph_inputs(graph.name, trace_dims(graph)))
+    module = model.graph_module(graph.name)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            outs = module(*args)
+    finally:
+        module.train(was_training)
+    outs = (outs,) if isinstance(outs, torch.Tensor) else tuple(outs)
+
+    def fit(specs: Sequence[TensorSpec], tensors: Sequence[torch.Tensor], kind: str) -> tuple[TensorSpec, ...]:
+        if len(specs) != len(tensors):
+            raise ZooError(f"graph {graph.name} of {type(model).__name__} gives {len(tensors)} {kind}s, its spec "
+                           f"declares {len(specs)}")
+        fitted = []
+        for spec, tensor in zip(specs, tensors):
+            if tensor.dim() != len(spec.shape):
+                raise ZooError(f"graph {graph.name}: {kind} {spec.name} has shape {tuple(tensor.shape)}, its spec "
+                               f"declares {spec}")
+            shape = tuple(d if isinstance(d, str) else int(n) for d, n in zip(spec.shape, tensor.shape))
+            fitted.append(TensorSpec(spec.name, spec.dtype, shape))
+        return tuple(fitted)
+
+    return dataclasses.replace(graph, inputs=fit(graph.inputs, args, "input"),
+                               outputs=fit(graph.outputs, outs, "output"))
 
 
 def export_onnx(model: Model, path: str | os.PathLike, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],

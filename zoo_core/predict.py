@@ -129,10 +129,11 @@ class _Run:
         """A `zoo_core.decoding.Runner` of the run's encoder and step graphs."""
         from zoo_core import decoding
 
-        graphs = run_graphs(self.spec, self.manifest)
+        model = self.model() if runtime == "torch" else None
+        graphs = run_graphs(self.spec, self.manifest, model)  # the sizes of the model the run built
         try:
             if runtime == "torch":
-                return decoding.TorchRunner(self.model(), graphs)
+                return decoding.TorchRunner(model, graphs)
             used = [g.name for g in graphs if g.role in ("encoder", "step")]
             return decoding.OnnxRunner(self.onnx_files(used), graphs, provider)
         except ValueError as e:  # the graphs do not make a generation model

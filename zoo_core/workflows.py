@@ -277,9 +277,14 @@ def load_run_model(spec: ModelSpec, run_dir: Path, manifest: dict[str, Any]) -> 
     return model.eval()
 
 
-def run_graphs(spec: ModelSpec, manifest: dict[str, Any]) -> tuple[GraphSpec, ...]:
-    """The graphs of a run's model: those of its preset (whose shapes its hyper-parameters fix)."""
-    return spec.graph_specs(manifest["preset"])
+def run_graphs(spec: ModelSpec, manifest: dict[str, Any], model: Model | None = None) -> tuple[GraphSpec, ...]:
+    """The graphs of a run's model, with the sizes of the model it built (`zoo_core.export.concrete_graph`: a
+    ``--set`` may have changed the vocabulary or hidden sizes its preset declares). `model` is the run's model, or
+    None to build one from the manifest's hyper-parameters (its weights are not needed for shapes)."""
+    from zoo_core.export import concrete_graph
+
+    model = model if model is not None else build_model(spec, manifest["hparams"])
+    return tuple(concrete_graph(model, g) for g in spec.graph_specs(manifest["preset"]))
 
 
 def _parity(spec: ModelSpec, model: Model, graph: GraphSpec, onnx_path: Path) -> dict[str, dict[str, Any]]:
@@ -332,7 +337,7 @@ def export(name: str, *, run: str | None = None, out: str | Path = "artifacts", 
     from zoo_core.export import export_graph
 
     graphs = {}
-    for graph in run_graphs(spec, manifest):
+    for graph in run_graphs(spec, manifest, model):
         info = export_graph(model, graph, run_dir / graph.file, opset=opset, exporter=spec.onnx_exporter)
         graphs[graph.name] = {**info, "role": graph.role, **({"state": list(graph.state)} if graph.state else {}),
                               "parity": _parity(spec, model, graph, run_dir / graph.file)}
@@ -394,7 +399,7 @@ def verify(name: str, *, run: str | None = None, out: str | Path = "artifacts", 
         report.add("onnx parity", None, f"no ONNX export yet (zoo export {name} --onnx)")
     else:
         exported = manifest["onnx"].get("graphs") or {"model": manifest["onnx"]}  # schema 1: one model.onnx
-        for graph in run_graphs(spec, manifest):
+        for graph in run_graphs(spec, manifest, model):
             info = exported.get(graph.name)
             if info is None:
                 report.add(f"onnx parity {graph.file}", False, f"not exported (zoo export {name} --onnx)")
