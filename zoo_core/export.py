@@ -29,6 +29,7 @@ import torch
 from zoo_core.artifacts import atomic_path
 from zoo_core.errors import ZooError
 from zoo_core.model import Model
+from zoo_core.onnx_rnn import onnx_translations, route_recurrent_modules
 from zoo_core.registry import GraphSpec, TensorSpec
 
 DEFAULT_OPSET = 18
@@ -186,10 +187,12 @@ def export_graph(model: Model, graph: GraphSpec, path: str | os.PathLike, *, ops
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
         try:
             if exporter == "dynamo":
-                with _torchlib_registry_built_once():
+                # nn.RNN/GRU/LSTM as whole ops, so their time axis stays symbolic (see zoo_core.onnx_rnn)
+                with _torchlib_registry_built_once(), route_recurrent_modules():
                     torch.onnx.export(module, args, str(tmp), dynamo=True, external_data=False, opset_version=opset,
                                       input_names=input_names, output_names=output_names,
-                                      dynamic_shapes=dynamic_shapes(inputs), verbose=False)
+                                      dynamic_shapes=dynamic_shapes(inputs), verbose=False,
+                                      custom_translation_table=onnx_translations())
             else:
                 axes = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)}
                         for s in (*inputs, *outputs)}
