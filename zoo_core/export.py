@@ -15,6 +15,7 @@ length 6 that ONNX Runtime then refuses at length 11). Parity runs at other size
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import re
@@ -93,7 +94,11 @@ def _torchlib_registry_built_once() -> Iterator[None]:
         key = (cls, args, tuple(sorted(kwargs.items())))
         if key not in _TORCHLIB_REGISTRIES:
             _TORCHLIB_REGISTRIES[key] = original.__func__(cls, *args, **kwargs)
-        return _TORCHLIB_REGISTRIES[key]
+        # a copy of the table: each export registers its custom translations (zoo_core.onnx_rnn) into the registry
+        # it gets, which must not pile up in the cached one
+        registry = copy.copy(_TORCHLIB_REGISTRIES[key])
+        registry.functions = {op: list(metas) for op, metas in registry.functions.items()}
+        return registry
 
     _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
     try:
