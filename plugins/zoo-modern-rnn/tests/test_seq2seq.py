@@ -1,0 +1,292 @@
+"""seq2seq (d2l §10.7): the book's shapes and loss, the graphs against the forward pass, ONNX Runtime against PyTorch
+(values and decoded tokens), the bidirectional option, and the book's figures on the real data (data, slow)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo_core import Trainer, check_parity, get_data, get_model, get_spec
+from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
+from zoo_core.export import export_graph, parity_dims, trace_dims
+from zoo_core.testing import require_data
+from zoo_core.text import BOS, EOS
+from zoo_modern_rnn.seq2seq import BiSeq2SeqEncoder, Seq2Seq, Seq2SeqEncoder
+
+# the reference (d2l 1.0.3, `d2l-reference seq2seq --epochs 30`, seed 0): its greedy translations' BLEU (k=2)
+BOOK_SENTENCES = {"go .": ("va !", 1.0), "i lost .": ("j'ai perdu .", 1.0), "he's calm .": ("il est calme .", 0.658),
+                  "i'm home .": ("je suis chez moi .", 1.0)}
+REFERENCE_VAL_LOSS = 3.928  # the reference's masked cross-entropy over every non-pad validation token (AVX2 figure)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    torch.manual_seed(0)
+
+
+def tiny(**hparams) -> Seq2Seq:
+    return get_model("seq2seq", preset="tiny", **hparams)
+
+
+def graphs(preset: str = "tiny"):
+    return {g.name: g for g in get_spec("seq2seq").graph_specs(preset)}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The tiny model trained for 10 epochs on 2,048 synthetic pairs (a few seconds): a model whose outputs are far
+    from uniform, so decoding has real choices to make. Returns (model, data)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model, data = tiny(), get_data("seq2seq", preset="tiny", num_train=2048, batch_size=64)
+        Trainer(max_epochs=10, gradient_clip_val=1, device="cpu", progress=False, log=lambda line: None).fit(
+            model, data)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), data
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The trained tiny model's encoder and decoder_step graphs on ONNX Runtime: {name: path}."""
+    model, _ = trained
+    folder = tmp_path_factory.mktemp("seq2seq-onnx")
+    files = {}
+    for name in ("encoder", "decoder_step"):
+        export_graph(model, graphs()[name], folder / f"{name}.onnx")
+        files[name] = folder / f"{name}.onnx"
+    return files
+
+
+# --- the book's model --------------------------------------------------------------------------------------------------
+
+def test_book_shapes_and_parameters():
+    """d2l §10.7.1-10.7.2: encoder outputs (num_steps, batch, 256), state (2, batch, 256); decoder outputs (batch,
+    num_steps, 214); parameter count of the book's two modules (d2l 1.0.3's Seq2SeqEncoder + Seq2SeqDecoder)."""
+    model = get_model("seq2seq", preset="book").eval()
+    src, tgt, valid = model.graph_inputs("model", {"batch": 4, "src_seq": 9, "tgt_seq": 7})
+    enc_outputs, state = model.encoder(src, valid)
+    assert enc_outputs.shape == (9, 4, 256) and state.shape == (2, 4, 256)
+    assert model(src, tgt, valid).shape == (4, 7, 214)
+    assert sum(p.numel() for p in model.encoder.parameters()) == 194 * 256 + 2 * 3 * 256 * (256 + 256 + 2)
+    assert sum(p.numel() for p in model.decoder.parameters()) == (
+        214 * 256 + 3 * 256 * (512 + 256 + 2) + 3 * 256 * (256 + 256 + 2) + 256 * 214 + 214)
+    assert model.num_params() == get_spec("seq2seq").preset("book").num_params
+
+
+def test_context_is_the_encoders_last_top_layer_output():
+    """The book's decoder reads ``enc_outputs[-1]``; ours reads the top layer's final state: the same tensor."""
+    model = tiny().eval()
+    src, _, valid = model.example_inputs(3)
+    enc_outputs, state = model.encoder(src, valid)
+    context, hidden = model.decoder.init_state((enc_outputs, state), valid)
+    assert torch.equal(context, enc_outputs[-1]) and hidden is state
+
+
+def test_init_is_the_books_xavier():
+    """init_seq2seq: Xavier-uniform weight matrices in the GRUs and the dense layer (bound sqrt(6 / (fan_in +
+    fan_out))), the dense layer included (the book's LazyLinear misses it)."""
+    model = get_model("seq2seq", preset="book")
+    dense = model.decoder.dense.weight
+    bound = math.sqrt(6 / sum(dense.shape))
+    assert dense.abs().max() <= bound and dense.abs().max() > 0.95 * bound
+    for name, w in model.decoder.rnn.named_parameters():
+        if name.startswith("weight"):
+            rows, cols = w.shape
+            assert w.abs().max() <= math.sqrt(6 / (rows + cols)) + 1e-7, name
+    assert model.encoder.embedding.weight.std() > 0.9  # embeddings keep nn.Embedding's N(0, 1)
+
+
+def test_masked_loss_ignores_padding():
+    """The loss is the mean cross-entropy over non-pad labels (d2l §10.7.4): whatever the logits at padded
+    positions, the same value; the batch weighs its non-pad tokens."""
+    model = tiny()
+    pad = model.tgt_pad
+    logits = torch.randn(3, 5, 28)
+    labels = torch.tensor([[7, 8, 3, pad, pad], [9, 3, pad, pad, pad], [7, 7, 7, 7, 3]])
+    mask = labels != pad
+    book = (F.cross_entropy(logits.reshape(-1, 28), labels.reshape(-1), reduction="none") * mask.reshape(-1)).sum() \
+        / mask.sum()
+    assert torch.allclose(model.loss(logits, labels), book)
+    noisy = logits.clone()
+    noisy[~mask] = torch.randn(int((~mask).sum()), 28) * 100
+    assert torch.equal(model.loss(noisy, labels), model.loss(logits, labels))
+    weight = model.batch_weight((None, None, None, labels))
+    assert isinstance(weight, torch.Tensor) and weight.dim() == 0 and int(weight) == 10
+
+
+def test_step_graph_equals_the_forward_pass():
+    """Teacher forcing, one position at a time through the encoder and decoder_step graphs, gives the forward
+    pass's logits at every position (eval mode: no dropout)."""
+    model = tiny().eval()
+    src, tgt, valid = model.graph_inputs("model", {"batch": 4, "src_seq": 6, "tgt_seq": 7})
+    with torch.no_grad():
+        expected = model(src, tgt, valid)  # (4, 7, 28)
+        context, H = model.graph_module("encoder")(src, valid)
+        assert context.shape == (4, 32) and H.shape == (4, 2, 32)
+        step = model.graph_module("decoder_step")
+        for t in range(tgt.shape[1]):
+            logits, H = step(tgt[:, t], context, H)
+            torch.testing.assert_close(logits, expected[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_books_predict_step_is_greedy_without_eos():
+    """The book's predict_step (argmax fed back for num_steps steps) gives zoo_core.decoding's greedy tokens when
+    greedy does not stop at <eos>: the graphs decode what the book's decoder does."""
+    model = tiny().eval()
+    src, tgt, valid = model.graph_inputs("model", {"batch": 5, "src_seq": 9, "tgt_seq": 9})
+    bos = torch.full((5,), 2)
+    book = model.predict_step((src, bos[:, None], valid), num_steps=9)
+    runner = TorchRunner(model, list(graphs().values()))
+    assert greedy(runner, runner.start(src, valid), bos, max_len=9) == book.tolist()
+
+
+def test_training_lowers_the_validation_loss(trained):
+    model, data = trained
+    src, tgt_in, valid, tgt_out = data.splits()["val"]
+    with torch.no_grad():
+        assert model.loss(model(src, tgt_in, valid), tgt_out) < 0.6  # from about log(28) = 3.3 untrained
+
+
+# --- ONNX Runtime ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["encoder", "decoder_step"])
+def test_graph_parity_at_untraced_sizes(trained, exported, name):
+    """Each graph on ONNX Runtime matches PyTorch at a batch size and source length export did not trace."""
+    model, _ = trained
+    graph = graphs()[name]
+    dims = parity_dims(graph)
+    assert all(dims[d] != n for d, n in trace_dims(graph).items())
+    result = check_parity(model.graph_module(name), exported[name], model.graph_inputs(name, dims), atol=1e-5,
+                          rtol=1e-4, dims=dims, input_names=[t.name for t in graph.inputs])
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_decoding_on_onnx_runtime_equals_pytorch(trained, exported, beam_size):
+    """Greedy and beam search (4) give the same tokens from the exported graphs as from PyTorch, for every
+    validation sentence of the trained tiny model; and they translate (the synthetic language is word for word)."""
+    model, data = trained
+    src, _, valid, tgt_out = data.splits()["val"]
+    bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
+    g = list(graphs().values())
+    torch_out = model.generate(src, valid, bos, eos, max_len=9, beam_size=beam_size, graphs=g)
+    onnx_out = model.generate(src, valid, bos, eos, max_len=9, beam_size=beam_size, runner=OnnxRunner(exported, g))
+    assert torch_out == onnx_out
+    pad = data.tgt_vocab["<pad>"]
+    exact = sum(out == [t for t in row if t not in (pad, eos)] for out, row in zip(torch_out, tgt_out.tolist()))
+    assert exact >= len(src) // 2, f"only {exact} of {len(src)} validation sentences translated exactly"
+
+
+def test_translate_raw_sentences(trained, exported):
+    """`translate` takes raw sentences (the book's preprocessing) and gives the same words on both runtimes;
+    beam search of width 1 is greedy."""
+    model, data = trained
+    g = list(graphs().values())
+    sentences = ["I see the dog.", "We run home!", "She is not here?"]
+    out = model.translate(sentences, data.src_vocab, data.tgt_vocab, 9, graphs=g)
+    assert out == model.translate(sentences, data.src_vocab, data.tgt_vocab, 9, runner=OnnxRunner(exported, g))
+    runner = TorchRunner(model, g)
+    src, valid = data.encode_source(sentences, data.src_vocab, 9)
+    bos, eos = torch.full((3,), data.tgt_vocab[BOS]), data.tgt_vocab[EOS]
+    ids = greedy(runner, runner.start(src, valid), bos, 9, eos=eos)
+    assert beam_search(runner, runner.start(src, valid), bos, 9, 1, eos=eos) == ids
+    assert out == [" ".join(data.tgt_vocab.to_tokens(row)) for row in ids]
+    assert all(out), out
+
+
+# --- the bidirectional option ----------------------------------------------------------------------------------------
+
+def test_bidirectional_encoder_trains_and_exports(tmp_path):
+    """bidirectional=True: 16 units per direction, states concatenated to the decoder's 32; a training step lowers
+    the loss, and both generation graphs export and match ONNX Runtime at untraced sizes."""
+    model = tiny(bidirectional=True)
+    assert isinstance(model.encoder, BiSeq2SeqEncoder) and model.encoder.rnn.hidden_size == 16
+    batch = get_data("seq2seq", preset="tiny").example_batch()
+    optimizer = model.configure_optimizers()
+
+    def loss() -> float:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return model.training_step(batch)["loss"].item()
+
+    before = loss()
+    torch.manual_seed(1)
+    model.training_step(batch)["loss"].backward()
+    optimizer.step()
+    assert loss() < before
+    model.eval()
+    src, valid = model.graph_inputs("encoder", {"batch": 3, "src_seq": 5})
+    enc_outputs, state = model.encoder(src, valid)
+    assert enc_outputs.shape == (5, 3, 32) and state.shape == (2, 3, 32)
+    # each layer's state: the forward direction's last step, then the backward direction's first
+    assert torch.equal(state[-1, :, :16], enc_outputs[-1, :, :16]) and torch.equal(state[-1, :, 16:],
+                                                                                    enc_outputs[0, :, 16:])
+    for name in ("encoder", "decoder_step"):
+        graph = graphs()[name]
+        export_graph(model, graph, tmp_path / graph.file)
+        dims = parity_dims(graph)
+        result = check_parity(model.graph_module(name), tmp_path / graph.file, model.graph_inputs(name, dims),
+                              dims=dims, input_names=[t.name for t in graph.inputs])
+        assert result.passed, str(result)
+
+
+def test_bidirectional_needs_an_even_width():
+    with pytest.raises(ValueError, match="odd"):
+        Seq2Seq(num_hiddens=33, bidirectional=True)
+    assert isinstance(tiny().encoder, Seq2SeqEncoder)
+
+
+# --- the book's data -------------------------------------------------------------------------------------------------
+
+@pytest.mark.data
+def test_book_data_fits_the_book_preset():
+    """The book's data gives the vocabulary sizes and <pad> index the book preset declares (194, 214, 5), and the
+    book model takes a training step on its first batch."""
+    require_data("fra-eng")
+    data = get_data("seq2seq", preset="book")
+    preset = get_spec("seq2seq").preset("book").model
+    assert data.model_hparams() == {"src_vocab_size": 194, "tgt_vocab_size": 214}
+    assert data.tgt_vocab["<pad>"] == preset["tgt_pad"]
+    model = get_model("seq2seq", preset="book")
+    batch = next(iter(data.train_dataloader()))
+    assert [tuple(t.shape) for t in batch] == [(128, 9), (128, 9), (128,), (128, 9)]
+    out = model.training_step(batch)
+    assert 5.0 < out["loss"].item() < 6.0  # about log(214) = 5.37 at initialisation
+    out["loss"].backward()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_book_figures(tmp_path):
+    """The book's recipe (30 epochs, seed 0): validation masked CE at most the reference's + 2%; on the book's four
+    sentences a BLEU at least the reference's on each; greedy and beam search (4) token-identical on ONNX Runtime
+    and PyTorch for every validation sentence. About a minute on two idle cores."""
+    from zoo_core.seq_metrics import bleu
+
+    require_data("fra-eng")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    data, model = get_data("seq2seq", preset="book"), get_model("seq2seq", preset="book")
+    result = Trainer(max_epochs=30, gradient_clip_val=1, device="cpu", seed=0, progress=False,
+                     log=lambda line: None).fit(model, data)
+    assert result.metrics["val_loss"] <= REFERENCE_VAL_LOSS * 1.02
+    model.eval()
+    g = list(graphs("book").values())
+    translations = model.translate(list(BOOK_SENTENCES), data.src_vocab, data.tgt_vocab, 9, graphs=g)
+    for (en, (fr, ref_bleu)), pred in zip(BOOK_SENTENCES.items(), translations):
+        assert bleu(pred, fr, k=2) >= ref_bleu - 1e-3, f"{en} => {pred}"
+    files = {}
+    for name in ("encoder", "decoder_step"):
+        export_graph(model, graphs("book")[name], tmp_path / f"{name}.onnx")
+        files[name] = tmp_path / f"{name}.onnx"
+    src, _, valid, _ = data.splits()["val"]
+    bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
+    for beam_size in (1, 4):
+        assert model.generate(src, valid, bos, eos, 9, beam_size, graphs=g) == model.generate(
+            src, valid, bos, eos, 9, beam_size, runner=OnnxRunner(files, g))

@@ -1,0 +1,192 @@
+"""The RNN encoder-decoder for sequence-to-sequence learning (d2l §10.7): English-French translation with GRUs.
+
+The book's model, exactly: the encoder embeds the source and runs a multi-layer GRU over it, padding included (the
+book does not mask the source); the decoder starts from the encoder's final hidden state, and at every step feeds
+its GRU the target token's embedding concatenated with the *context*, the encoder's top-layer output at the last
+source step; a dense layer maps the decoder's top-layer outputs to the target vocabulary. The book's init
+(``init_seq2seq``): Xavier-uniform on the dense layer's and the GRUs' weight matrices.
+
+One book quirk is fixed rather than copied (DESIGN §7): the book's decoder uses ``nn.LazyLinear`` and calls
+``apply(init_seq2seq)`` in its constructor, before the lazy layer has a weight, so its dense layer silently keeps
+PyTorch's default init. Here the dense layer is an ``nn.Linear`` (its input size is ``num_hiddens``) and gets the
+Xavier init the book's code intends.
+
+Option (not in the book): ``bidirectional=True`` makes the encoder a bidirectional GRU (d2l §10.4) with
+``num_hiddens // 2`` units per direction; each layer's final state is the forward direction's last state
+concatenated with the backward direction's (which has read the whole sentence), so the decoder sees
+``num_hiddens``-wide states exactly as with the book's encoder. The context is then the top layer's final state
+rather than the top layer's output at the last step (for a one-way GRU the two are the same tensor).
+
+Graphs (every tensor batch-major, so beam search can reorder rows):
+
+- ``encoder``: ``src`` int64 (batch, src_seq), ``src_valid_len`` int64 (batch,) -> ``context`` float32 (batch,
+  num_hiddens), ``H`` float32 (batch, num_layers, num_hiddens). (``src_valid_len`` is unused, as in the book.)
+- ``decoder_step``: ``tokens`` int64 (batch,), ``context``, ``H`` -> ``logits`` float32 (batch, tgt_vocab),
+  ``H_next``; ``H`` is the state carried from step to step, ``context`` the memory.
+- ``model``: the training forward pass ``(src, tgt_in, src_valid_len) -> logits (batch, tgt_seq, tgt_vocab)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from zoo_modern_rnn.encoder_decoder import (
+    Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
+)
+
+NUM_STEPS = 9  # the book's sentence length (FraEng num_steps): the default size of example inputs
+
+
+def init_seq2seq(module: nn.Module) -> None:
+    """The book's initialisation for sequence-to-sequence learning (d2l §10.7.1): Xavier-uniform on the weight of
+    every ``nn.Linear`` and on every weight matrix of every ``nn.GRU`` (biases keep PyTorch's init)."""
+    if type(module) is nn.Linear:
+        nn.init.xavier_uniform_(module.weight)
+    if type(module) is nn.GRU:
+        for name in module._flat_weights_names:
+            if "weight" in name:
+                nn.init.xavier_uniform_(module._parameters[name])
+
+
+class Seq2SeqEncoder(Encoder):
+    """The RNN encoder for sequence-to-sequence learning (d2l §10.7.1): an embedding and a multi-layer GRU.
+
+    ``forward(X, *args)`` with X (batch, num_steps) -> ``(outputs (num_steps, batch, num_hiddens), state
+    (num_layers, batch, num_hiddens))``, time-major as the book's.
+    """
+
+    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        self.rnn = nn.GRU(embed_size, num_hiddens, num_layers, dropout=dropout)
+
+    def forward(self, X: Tensor, *args: Tensor) -> tuple[Tensor, Tensor]:
+        embs = self.embedding(X.t())  # (num_steps, batch, embed_size)
+        outputs, state = self.rnn(embs)  # (num_steps, batch, num_hiddens), (num_layers, batch, num_hiddens)
+        return outputs, state
+
+
+class BiSeq2SeqEncoder(Encoder):
+    """A bidirectional variant of `Seq2SeqEncoder` (d2l §10.4 applied to §10.7's encoder; not in the book):
+    ``num_hiddens // 2`` GRU units per direction, outputs and per-layer final states concatenated over the two
+    directions, so that ``forward`` returns the shapes of `Seq2SeqEncoder`'s."""
+
+    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_hiddens % 2:
+            raise ValueError(f"a bidirectional encoder splits num_hiddens over two directions: {num_hiddens} is odd")
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        self.rnn = nn.GRU(embed_size, num_hiddens // 2, num_layers, dropout=dropout, bidirectional=True)
+
+    def forward(self, X: Tensor, *args: Tensor) -> tuple[Tensor, Tensor]:
+        embs = self.embedding(X.t())  # (num_steps, batch, embed_size)
+        outputs, state = self.rnn(embs)  # (num_steps, batch, num_hiddens), (2 * num_layers, batch, num_hiddens / 2)
+        num_layers, batch_size = state.shape[0] // 2, state.shape[1]
+        state = state.reshape(num_layers, 2, batch_size, -1)  # (layer, direction, batch, num_hiddens / 2)
+        return outputs, torch.cat((state[:, 0], state[:, 1]), dim=-1)  # state: (num_layers, batch, num_hiddens)
+
+
+class Seq2SeqDecoder(Decoder):
+    """The RNN decoder for sequence-to-sequence learning (d2l §10.7.2).
+
+    The state is ``[context, hidden_state]``: the context (batch, num_hiddens) is the encoder's top-layer final
+    state, which for the book's encoder is its output at the last step, ``enc_outputs[-1]``, the tensor the book's
+    decoder reads from the state ``[enc_outputs, hidden_state]`` it carries; hidden_state is (num_layers, batch,
+    num_hiddens).
+    """
+
+    def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, dropout=dropout)
+        self.dense = nn.Linear(num_hiddens, vocab_size)
+
+    @staticmethod
+    def init_state(enc_all_outputs: tuple[Tensor, Tensor], *args: Tensor) -> list[Tensor]:
+        enc_outputs, hidden_state = enc_all_outputs
+        return [hidden_state[-1], hidden_state]  # context: the top layer's final state; the encoder's final state
+
+    def forward(self, X: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        embs = self.embedding(X.t())  # X: (batch, num_steps) -> embs: (num_steps, batch, embed_size)
+        context, hidden_state = state
+        context = context.expand(embs.shape[0], -1, -1)  # broadcast to (num_steps, batch, num_hiddens)
+        embs_and_context = torch.cat((embs, context), -1)
+        outputs, hidden_state = self.rnn(embs_and_context, hidden_state)
+        outputs = self.dense(outputs).swapaxes(0, 1)  # (batch, num_steps, vocab_size)
+        return outputs, [state[0], hidden_state]
+
+
+class Seq2SeqEncoderGraph(nn.Module):
+    """The ``encoder`` graph: ``(src, src_valid_len) -> (context (batch, num_hiddens), H (batch, num_layers,
+    num_hiddens))``, the decoder's initial state made batch-major."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder  # only the encoder's weights go into encoder.onnx
+
+    def forward(self, src: Tensor, src_valid_len: Tensor) -> tuple[Tensor, Tensor]:
+        context, hidden_state = Seq2SeqDecoder.init_state(self.encoder(src, src_valid_len), src_valid_len)
+        return context, hidden_state.transpose(0, 1)
+
+
+class Seq2SeqDecoderStep(nn.Module):
+    """The ``decoder_step`` graph: one step of `Seq2SeqDecoder`, ``(tokens (batch,), context (batch, num_hiddens),
+    H (batch, num_layers, num_hiddens)) -> (logits (batch, vocab), H_next (batch, num_layers, num_hiddens))``."""
+
+    def __init__(self, decoder: Seq2SeqDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens: Tensor, context: Tensor, H: Tensor) -> tuple[Tensor, Tensor]:
+        Y, (_, hidden_state) = self.decoder(tokens[:, None], [context, H.transpose(0, 1).contiguous()])
+        return Y[:, 0], hidden_state.transpose(0, 1)
+
+
+class Seq2Seq(EncoderDecoder):
+    """The book's GRU encoder-decoder for machine translation (d2l §10.7), trained with the masked loss and Adam.
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabulary sizes (the book's data: 194 and 214).
+        embed_size, num_hiddens, num_layers, dropout: the book: 256, 256, 2, 0.2 (dropout between GRU layers).
+        lr: Adam's learning rate (the book: 0.005).
+        tgt_pad: the index of ``<pad>`` in the target vocabulary, which the loss ignores (the book's data: 5).
+        bidirectional: a bidirectional encoder (not the book's; see the module docstring).
+    """
+
+    def __init__(self, src_vocab_size: int = 194, tgt_vocab_size: int = 214, embed_size: int = 256,
+                 num_hiddens: int = 256, num_layers: int = 2, dropout: float = 0.2, lr: float = 0.005,
+                 tgt_pad: int = 5, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        Enc = BiSeq2SeqEncoder if bidirectional else Seq2SeqEncoder
+        self.encoder = Enc(src_vocab_size, embed_size, num_hiddens, num_layers, dropout)
+        self.decoder = Seq2SeqDecoder(tgt_vocab_size, embed_size, num_hiddens, num_layers, dropout)
+
+    def init_weights(self) -> None:
+        self.apply(init_seq2seq)
+
+    def encoder_graph(self) -> nn.Module:
+        return Seq2SeqEncoderGraph(self.encoder)
+
+    def decoder_step_graph(self) -> nn.Module:
+        return Seq2SeqDecoderStep(self.decoder)
+
+    def graph_inputs(self, name: str, dims: Mapping[str, int]) -> tuple[Tensor, ...]:
+        batch_size = dims_or(dims, "batch", 2)
+        src_steps, tgt_steps = dims_or(dims, "src_seq", NUM_STEPS), dims_or(dims, "tgt_seq", NUM_STEPS)
+        if name == "model":
+            return (random_tokens(self.src_vocab_size, batch_size, src_steps),
+                    random_tokens(self.tgt_vocab_size, batch_size, tgt_steps),
+                    random_valid_lens(batch_size, src_steps))
+        if name == "encoder":
+            return random_tokens(self.src_vocab_size, batch_size, src_steps), random_valid_lens(batch_size, src_steps)
+        if name == "decoder_step":
+            return (random_tokens(self.tgt_vocab_size, batch_size), torch.randn(batch_size, self.num_hiddens),
+                    torch.randn(batch_size, self.num_layers, self.num_hiddens))
+        return super().graph_inputs(name, dims)
