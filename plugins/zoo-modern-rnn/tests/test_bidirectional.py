@@ -95,13 +95,13 @@ class _Block(Model):
 
 
 def test_bigru_exports_with_symbolic_time_and_matches_onnx_runtime(tmp_path):
-    """TorchScript export (ONNX GRU, direction bidirectional, linear_before_reset=1) keeps seq symbolic; ORT agrees
+    """The export (ONNX GRU, direction bidirectional, linear_before_reset=1) keeps seq symbolic; ONNX Runtime agrees
     at an untraced batch and length, with b_hn far from zero."""
     model = _Block(BiGRU(NUM_INPUTS, NUM_HIDDENS, num_layers=2)).eval()
     randomise(model)
     graph = GraphSpec("model", ("X: float32[seq, batch, 5]",),
                       ("outputs: float32[seq, batch, 8]", "state: float32[4, batch, 4]"))
-    info = export_graph(model, graph, tmp_path / "model.onnx", exporter="torchscript")
+    info = export_graph(model, graph, tmp_path / "model.onnx")
     assert info["outputs"][0]["shape"] == ["seq", "batch", 8]
     dims = parity_dims(graph)
     result = check_parity(model, tmp_path / "model.onnx", model.graph_inputs("model", dims), atol=1e-5, rtol=1e-4,

@@ -18,10 +18,9 @@ Two public blocks with the same call and the same shapes, so that one replaces t
 ``rnn.num_outputs == 2 * num_hiddens`` is the output width (the book doubles ``num_hiddens`` itself for that).
 Both are built from `nn.Module`s only (no `zoo_core.Model`): an encoder owns one as a submodule.
 
-Export: `BiGRU` exports with the time axis symbolic through the TorchScript exporter (ONNX's GRU operator with
-``direction="bidirectional"``); torch.export specialises the time axis of `nn.GRU` (its CPU kernel loops over the
-unbound steps) and the dynamo export of a bidirectional `nn.GRU` then fails at any other length. `BiRNNScratch` is a
-Python loop over time: its export keeps the batch symbolic and fixes the length.
+Export: `BiGRU` exports through `zoo_core.export.export_graph` with the time axis symbolic (ONNX's ``GRU``
+operator with ``direction="bidirectional"``, `zoo_core.onnx_rnn`). `BiRNNScratch` is a Python loop over time: its
+export keeps the batch symbolic and fixes the length.
 """
 
 from __future__ import annotations

@@ -198,11 +198,22 @@ class StackedRNNScratch(nn.Module):
         self.rnns = nn.Sequential(*[make_cell(cell, num_inputs if i == 0 else num_hiddens, num_hiddens, sigma,
                                               reset_after) for i in range(num_layers)])
 
+    def input_weights(self) -> tuple[Tensor, Tensor]:
+        """The first layer's `input_weights`: what a language model gathers its one-hot input terms from."""
+        return self.rnns[0].input_weights()
+
     def forward(self, inputs: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-        outputs, states = inputs, unstack_state(state, self.num_layers, self.cell)
-        for i, rnn in enumerate(self.rnns):
-            outputs, states[i] = rnn(outputs, states[i])  # (num_steps, batch_size, num_hiddens)
+        W_x, b = self.input_weights()
+        return self.recur(inputs @ W_x + b, state)
+
+    def recur(self, XW: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None
+              ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        """The stack on the first layer's precomputed input terms ``XW`` (num_steps, batch_size, G * num_hiddens)."""
+        states = unstack_state(state, self.num_layers, self.cell)
+        outputs, states[0] = self.rnns[0].recur(XW, states[0])
+        for i in range(1, self.num_layers):
+            outputs, states[i] = self.rnns[i](outputs, states[i])  # (num_steps, batch_size, num_hiddens)
         return outputs, stack_state(states, self.cell)
 
 
