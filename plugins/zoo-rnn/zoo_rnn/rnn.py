@@ -1,0 +1,139 @@
+"""RNN language models on The Time Machine: from scratch (d2l §9.5) and concise (d2l §9.6).
+
+Both compute the book's model: one-hot tokens x_t, hidden state ``H_t = tanh(x_t W_xh + H_{t-1} W_hh + b_h)`` from
+``H_0 = 0``, logits ``O_t = H_t W_hq + b_q``. Changes to the book's code that do not change what is computed:
+
+- no one-hot tensors: ``one_hot(X) @ W_xh + b_h`` is the row gather ``(W_xh + b_h)[X]``, the same numbers without
+  the zeros (a (V, h) sum, then one gather of the input terms of all time steps before the loop);
+- the output layer is one matrix product over all time steps after the loop (the book computes it step by step),
+  and the logits stay time-major: `forward` returns a (batch, seq, V) view of them, which the loss scores in place;
+- the recurrent layer returns its outputs stacked in one tensor (the book returns a list).
+
+``nn.RNN`` computes the input terms itself and so needs the one-hot input: the concise model keeps ``nn.RNN`` (its
+parameters, names and initialisation) but runs its recurrence on its weights through the gather, checked equal to
+``nn.RNN`` on one-hot inputs in tests/test_rnn.py. With the same weights the scratch and concise models give the same
+outputs (``nn.RNN``'s second bias, b_hh, adds to b_ih as b_h).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from zoo_rnn.lm import LanguageModel, scan_time
+
+
+def gather_input_terms(W: Tensor, b: Tensor, X: Tensor) -> Tensor:
+    """``one_hot(X) @ W + b`` without the one-hot: rows of ``W + b``. X (...) int64 -> (..., h)."""
+    return (W + b).index_select(0, X.reshape(-1)).view(*X.shape, W.shape[1])
+
+
+class RNNScratch(nn.Module):
+    """The RNN layer from scratch (d2l §9.5.1): ``H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)``.
+
+    Weights ``N(0, sigma^2)`` and a zero bias, as the book. Time-major, as ``nn.RNN`` (and chapter 10's scratch
+    layers): ``outputs, H = layer(inputs, H)`` with inputs (num_steps, batch_size, num_inputs), outputs
+    (num_steps, batch_size, num_hiddens), H (batch_size, num_hiddens).
+    """
+
+    def __init__(self, num_inputs: int, num_hiddens: int, sigma: float = 0.01) -> None:
+        super().__init__()
+        self.num_inputs, self.num_hiddens, self.sigma = num_inputs, num_hiddens, sigma
+        self.W_xh = nn.Parameter(torch.randn(num_inputs, num_hiddens) * sigma)
+        self.W_hh = nn.Parameter(torch.randn(num_hiddens, num_hiddens) * sigma)
+        self.b_h = nn.Parameter(torch.zeros(num_hiddens))
+
+    def input_weights(self) -> tuple[Tensor, Tensor]:
+        """``(W_xh, b_h)``: ``X W_xh + b_h`` is the input term of every step, computed before the loop."""
+        return self.W_xh, self.b_h
+
+    def forward(self, inputs: Tensor, H: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        W_xh, b_h = self.input_weights()
+        return self.recur(inputs @ W_xh + b_h, H)  # (num_steps, batch_size, num_hiddens)
+
+    def recur(self, XW: Tensor, H: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The loop over time on the precomputed input terms ``XW`` (num_steps, batch_size, num_hiddens)."""
+        if H is None:
+            H = XW.new_zeros(XW.shape[1], self.num_hiddens)
+        outputs = []
+        for xw in XW:
+            H = torch.tanh(torch.addmm(xw, H, self.W_hh))  # xw + H @ W_hh
+            outputs.append(H)
+        return torch.stack(outputs), H
+
+
+class RNNLMScratch(LanguageModel):
+    """The RNN language model from scratch (d2l §9.5.2-9.5.4): `RNNScratch` on one-hot inputs (gathered rows of
+    W_xh, see the module docstring) and an output layer ``H W_hq + b_q``, W_hq ~ N(0, sigma^2), b_q = 0.
+
+    Its forward pass is a Python loop over time steps, which torch.export unrolls at the traced length: it exports
+    its one-step graph only, which the decoding loop drives.
+    """
+
+    def __init__(self, vocab_size: int = 28, num_hiddens: int = 32, lr: float = 1.0, sigma: float = 0.01) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.rnn = RNNScratch(vocab_size, num_hiddens, sigma)
+        self.W_hq = nn.Parameter(torch.randn(num_hiddens, vocab_size) * sigma)
+        self.b_q = nn.Parameter(torch.zeros(vocab_size))
+
+    def output_layer(self, H: Tensor) -> Tensor:  # (..., num_hiddens) -> (..., vocab_size)
+        return torch.addmm(self.b_q, H.reshape(-1, H.shape[-1]), self.W_hq).view(*H.shape[:-1], -1)
+
+    def forward(self, X: Tensor) -> Tensor:  # (batch, num_steps) -> (batch, num_steps, vocab_size)
+        XW = gather_input_terms(*self.rnn.input_weights(), X.T)  # (num_steps, batch, num_hiddens)
+        outputs, _ = self.rnn.recur(XW)
+        return self.output_layer(outputs).transpose(0, 1)  # time-major logits, seen batch-major
+
+    def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+        return (torch.zeros(batch_size, self.num_hiddens, device=device or self._device()),)
+
+    def forward_step(self, tokens: Tensor, H: Tensor) -> tuple[Tensor, Tensor]:  # (batch,), (batch, num_hiddens)
+        _, H = self.rnn.recur(gather_input_terms(*self.rnn.input_weights(), tokens[None]), H)
+        return self.output_layer(H), H
+
+
+class RNNLM(LanguageModel):
+    """The concise RNN language model (d2l §9.6): ``nn.RNN(vocab_size, num_hiddens)`` on one-hot inputs and an
+    ``nn.Linear`` output layer, with PyTorch's default initialisation (as the book).
+
+    The recurrence runs on ``nn.RNN``'s weights with gathered input terms (see the module docstring); its ``model``
+    graph writes the same loop as one `scan_time`, so that the exported graph keeps ``seq`` symbolic (``nn.RNN``
+    itself exports unrolled at the traced length).
+    """
+
+    def __init__(self, vocab_size: int = 28, num_hiddens: int = 32, lr: float = 1.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.rnn = nn.RNN(vocab_size, num_hiddens)
+        self.linear = nn.Linear(num_hiddens, vocab_size)
+
+    def input_terms(self, X: Tensor) -> Tensor:
+        """``one_hot(X) @ W_ih^T + b_ih + b_hh``, what ``nn.RNN`` adds to ``H W_hh^T`` at each step: X (...) int64
+        -> (..., num_hiddens)."""
+        return gather_input_terms(self.rnn.weight_ih_l0.T, self.rnn.bias_ih_l0 + self.rnn.bias_hh_l0, X)
+
+    def cell(self) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """One time step ``(H, xw) -> (H, H)`` with ``H = tanh(xw + H W_hh^T)``, as `scan_time` wants it."""
+        W_hh_T = self.rnn.weight_hh_l0.T
+
+        def step(H: Tensor, xw: Tensor) -> tuple[Tensor, Tensor]:
+            H = torch.tanh(torch.addmm(xw, H, W_hh_T))
+            return H, H
+
+        return step
+
+    def forward(self, X: Tensor) -> Tensor:  # (batch, num_steps) -> (batch, num_steps, vocab_size)
+        XW = self.input_terms(X.T)  # (num_steps, batch, num_hiddens)
+        (H,) = self.begin_state(X.shape[0], X.device)
+        _, outputs = scan_time(self.cell(), H, XW)  # a plain loop, except under torch.export
+        return self.linear(outputs).transpose(0, 1)  # time-major logits, seen batch-major
+
+    def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+        return (torch.zeros(batch_size, self.num_hiddens, device=device or self._device()),)
+
+    def forward_step(self, tokens: Tensor, H: Tensor) -> tuple[Tensor, Tensor]:  # (batch,), (batch, num_hiddens)
+        H, _ = self.cell()(H, self.input_terms(tokens))
+        return self.linear(H), H
