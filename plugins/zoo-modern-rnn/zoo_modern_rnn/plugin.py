@@ -4,7 +4,74 @@ from zoo_core import hookimpl
 
 
 def _language_models(register):
-    pass  # LSTM, GRU and deep-RNN language models (owner: language-model engineer)
+    """The LSTM, GRU and deep GRU language models (d2l §10.1-10.3), from scratch and concise.
+
+    `book`: the book's recipe: The Time Machine in characters (vocabulary 28), batch 1024, windows of 32 steps (the
+    first 10,000 train, the next 5,000 validate), 32 hidden units, SGD, gradient clipping at norm 1; LSTM and GRU lr 4
+    for 50 epochs, the deep GRU (2 layers; the d2l reference's ``deep-gru-lm``) lr 2 for 100 epochs. `tiny`: the same
+    28-token vocabulary on synthetic text, 8 hidden units, a few dozen windows.
+    """
+    from zoo_core import ModelSpec, Preset
+    from zoo_rnn.graphs import lm_graphs
+
+    V = 28  # the Time Machine's characters: 26 letters, space, <unk> (the synthetic text keeps them)
+    book_data = {"batch_size": 1024, "num_steps": 32, "num_train": 10000, "num_val": 5000}
+    tiny_data = {"synthetic": True, "batch_size": 16, "num_steps": 8, "num_train": 64, "num_val": 32}
+    scratch_graph = ("one time step (the previous token and the state in, logits and the new state out); no forward "
+                     "graph: the from-scratch loop over time steps is Python, which torch.export unrolls at the "
+                     "traced length")
+
+    def num_params(cell: str, h: int, num_layers: int, concise: bool, reset_after: bool = False) -> int:
+        """Each layer's gates (W_x, W_h, b; nn.GRU/nn.LSTM have two biases, the scratch GRU's reset-after form one
+        more b_hn), then W_hq (or nn.Linear's weight) and b_q."""
+        gates = 4 if cell == "lstm" else 3
+        total = 0
+        for k in range(num_layers):
+            inputs = V if k == 0 else h
+            biases = 2 * gates * h if concise else gates * h + (h if reset_after else 0)
+            total += gates * (inputs * h + h * h) + biases
+        return total + h * V + V
+
+    def presets(model: dict, cell: str, num_layers: int, concise: bool, epochs: int, summary: str) -> dict:
+        def preset(model: dict, data: dict, epochs: int, summary: str) -> Preset:
+            h = model["num_hiddens"]
+            state = {name: ((num_layers, h) if "num_layers" in model else (h,))
+                     for name in (("H", "C") if cell == "lstm" else ("H",))}
+            return Preset(model={"vocab_size": V, **model}, data=data,
+                          train={"max_epochs": epochs, "gradient_clip_val": 1.0},
+                          num_params=num_params(cell, h, num_layers, concise, model.get("reset_after", False)),
+                          graphs=lm_graphs(V, state, forward=concise, summary="" if concise else scratch_graph),
+                          summary=summary)
+
+        return {"book": preset(model, book_data, epochs, summary),
+                "tiny": preset({**model, "num_hiddens": 8}, tiny_data, 2,
+                               "synthetic text over the book's 28 characters, 8 hidden units")}
+
+    common = {"chapter": 10, "task": "language-modeling", "dataset": "time-machine",
+              "inputs": ["X: int64[batch, seq]"], "outputs": [f"logits: float32[batch, seq, {V}]"]}
+    recipe = "The Time Machine (characters), batch 1024, 32 steps, 32 hidden, clip 1"
+    gated = {"num_hiddens": 32, "lr": 4.0}
+    deep = {"num_hiddens": 32, "num_layers": 2, "lr": 2.0}
+    for name, builder, section, cell, layers, model, epochs, summary in (
+            ("lstm-lm-scratch", "LSTMLMScratch", "10.1", "lstm", 1, gated, 50,
+             "LSTM language model from scratch: input, forget and output gates, memory cell, own loop over time"),
+            ("lstm-lm", "LSTMLM", "10.1", "lstm", 1, gated, 50,
+             "LSTM language model, concise: nn.LSTM and an nn.Linear output layer"),
+            ("gru-lm-scratch", "GRULMScratch", "10.2", "gru", 1, gated, 50,
+             "GRU language model from scratch: update and reset gates (the book's form), own loop over time"),
+            ("gru-lm", "GRULM", "10.2", "gru", 1, gated, 50,
+             "GRU language model, concise: nn.GRU and an nn.Linear output layer"),
+            ("deep-rnn-lm-scratch", "DeepRNNLMScratch", "10.3", "gru", 2, deep, 100,
+             "Deep (2-layer) GRU language model from scratch: a stack of scratch GRUs"),
+            ("deep-rnn-lm", "DeepRNNLM", "10.3", "gru", 2, deep, 100,
+             "Deep (2-layer) GRU language model, concise: nn.GRU(num_layers=2)")):
+        concise = not name.endswith("-scratch")
+        lr = f"lr {model['lr']:g}, {epochs} epochs"
+        register(ModelSpec(
+            name=name, builder=f"zoo_modern_rnn.language_models:{builder}", section=section, summary=summary,
+            presets=presets(model, cell, layers, concise, epochs,
+                            f"{recipe}, {'2 GRU layers, ' if layers == 2 else ''}{lr} (the book's)"),
+            tags=("concise",) if concise else ("scratch",), **common))
 
 
 def _seq2seq_graphs(tgt_vocab_size: int, num_hiddens: int, num_layers: int) -> tuple:
