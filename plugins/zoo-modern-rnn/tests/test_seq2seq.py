@@ -8,13 +8,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from zoo_core import Trainer, check_parity, get_data, get_model, get_spec
 from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
 from zoo_core.export import export_graph, parity_dims, trace_dims
 from zoo_core.testing import require_data
 from zoo_core.text import BOS, EOS
-from zoo_modern_rnn.seq2seq import BiSeq2SeqEncoder, Seq2Seq, Seq2SeqEncoder
+from zoo_modern_rnn.gru_train import gru_layer
+from zoo_modern_rnn.seq2seq import BiSeq2SeqEncoder, Seq2Seq, Seq2SeqEncoder, dropout
 
 # the reference (d2l 1.0.3, `d2l-reference seq2seq --epochs 30`, seed 0): its greedy translations' BLEU (k=2)
 BOOK_SENTENCES = {"go .": ("va !", 1.0), "i lost .": ("j'ai perdu .", 1.0), "he's calm .": ("il est calme .", 0.658),
@@ -151,6 +153,88 @@ def test_training_lowers_the_validation_loss(trained):
     src, tgt_in, valid, tgt_out = data.splits()["val"]
     with torch.no_grad():
         assert model.loss(model(src, tgt_in, valid), tgt_out) < 0.6  # from about log(28) = 3.3 untrained
+
+
+# --- the training path ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lengths", [None, [5, 3, 3, 1]])
+def test_gru_layer_is_nn_gru(lengths):
+    """gru_layer computes nn.GRU's outputs and final state, with nn.GRU's gradients (float64 gradcheck); packed,
+    it is nn.GRU on a PackedSequence. A zero initial state (None) is nn.GRU's default."""
+    T, B, I, H = 5, 4, 3, 6
+    rnn = nn.GRU(I, H).double()
+    for p in rnn.parameters():
+        nn.init.normal_(p, 0, 0.5)  # b_hn far from zero: PyTorch's reset-after form matters
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    lens = lengths or [T] * B
+    sizes = [sum(n > t for n in lens) for t in range(T)]
+    alive = torch.arange(T)[:, None] < torch.tensor(lens)[None]
+
+    def ours(x, h0, W_ih, b_ih, W_hh, b_hh):
+        return gru_layer(F.linear(x[alive], W_ih, b_ih), h0, W_hh, b_hh, sizes)
+
+    weights = [p.detach().clone().requires_grad_() for p in
+               (rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.weight_hh_l0, rnn.bias_hh_l0)]
+    outputs, h_last = ours(x, h0, *weights)
+    expected, expected_h = rnn(nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lens)), h0[None])
+    torch.testing.assert_close(outputs, expected.data)
+    torch.testing.assert_close(h_last, expected_h[0])
+    assert torch.autograd.gradcheck(ours, (x, h0, *weights))
+    if lengths is None:
+        zero_h0 = gru_layer(F.linear(x.reshape(-1, I), *weights[:2]), None, *weights[2:], sizes)
+        torch.testing.assert_close(zero_h0[1], rnn(x)[1][0])
+        assert torch.autograd.gradcheck(
+            lambda x, *w: gru_layer(F.linear(x.reshape(-1, I), *w[:2]), None, *w[2:], sizes), (x, *weights))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "book"])
+def test_packed_loss_is_the_forward_loss(preset):
+    """The training path (`packed_loss`: rows sorted, the decoder stopped at each row's last label, projected
+    embedding tables, the context projected once, gru_layer) gives the book's forward pass's masked loss and
+    gradients (eval mode: no dropout, so both compute the same function)."""
+    torch.manual_seed(0)
+    model = get_model("seq2seq", preset=preset).eval()
+    V, pad = model.tgt_vocab_size, model.tgt_pad
+    src, tgt_in, valid = model.graph_inputs("model", {"batch": 16, "src_seq": 9, "tgt_seq": 9})
+    tgt_in[tgt_in == pad] = pad + 1
+    lens = torch.randint(1, 10, (16,))
+    tgt_out = torch.randint(0, V, (16, 9))
+    tgt_out[tgt_out == pad] = pad + 1
+    tgt_out[torch.arange(9)[None, :] >= lens[:, None]] = pad  # padded targets of various lengths
+    tgt_out[0, 2] = pad  # a <pad> label before the last one counts for nothing either
+    batch = (src, tgt_in, valid, tgt_out)
+
+    def loss_and_grads(loss_fn):
+        model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    expected, expected_grads = loss_and_grads(lambda: model.loss(model(src, tgt_in, valid), tgt_out))
+    loss, grads = loss_and_grads(lambda: model.packed_loss(batch))
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_training_step_takes_the_packed_path_on_the_cpu(monkeypatch):
+    model = tiny().train()
+    batch = get_data("seq2seq", preset="tiny").example_batch()
+    calls = []
+    monkeypatch.setattr(model, "packed_loss", lambda b: calls.append(b) or torch.tensor(0.0))
+    model.training_step(batch)
+    assert len(calls) == 1
+    assert "loss" in tiny(bidirectional=True).training_step(batch)  # the bidirectional encoder: the forward pass
+
+
+def test_dropout_keeps_with_probability_one_minus_p():
+    X = torch.ones(1000, 100)
+    Y = dropout(X, 0.2, training=True)
+    kept = Y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    assert torch.allclose(Y[kept], torch.tensor(1.25))
+    assert dropout(X, 0.2, training=False) is X
 
 
 # --- ONNX Runtime ------------------------------------------------------------------------------------------------------

@@ -91,7 +91,10 @@ class EncoderDecoder(Model):
         return (batch[-1] != self.tgt_pad).sum()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)  # the book's Seq2Seq.configure_optimizers
+        """Adam (the book's ``Seq2Seq.configure_optimizers``); its fused kernel where the parameters live on the CPU
+        or CUDA (one pass over each tensor instead of a dozen: the same update)."""
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        return torch.optim.Adam(self.parameters(), lr=self.lr, fused=fused)
 
     # --- graphs ------------------------------------------------------------------------------------------------------
     def encoder_graph(self) -> nn.Module:

@@ -17,6 +17,15 @@ concatenated with the backward direction's (which has read the whole sentence), 
 ``num_hiddens``-wide states exactly as with the book's encoder. The context is then the top layer's final state
 rather than the top layer's output at the last step (for a one-way GRU the two are the same tensor).
 
+Training on the CPU takes a faster road to the same loss (`Seq2Seq.packed_loss`, used by `training_step`; the
+validation loss and every graph use the book's forward pass): the rows of a batch are sorted by target length and the
+decoder stops each row at its last label, as a packed sequence (the outputs past it only ever meet a zero in the
+masked loss); the first layers' input projections of the embeddings are looked up in a projected embedding table
+(``E W_ih^T + b_ih``, one row per word, instead of one matrix product per token), the decoder's projection of the
+constant context is computed once per sentence rather than at every step; and the GRU layers run `gru_layer` (a
+hand-written backward pass). Same parameters, same loss, same gradients, up to float rounding; a test holds them
+equal to the forward pass's.
+
 Graphs (every tensor batch-major, so beam search can reorder rows):
 
 - ``encoder``: ``src`` int64 (batch, src_seq), ``src_valid_len`` int64 (batch,) -> ``context`` float32 (batch,
@@ -28,16 +37,26 @@ Graphs (every tensor batch-major, so beam search can reorder rows):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_modern_rnn.encoder_decoder import (
     Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
 )
+from zoo_modern_rnn.gru_train import gru_layer
 
 NUM_STEPS = 9  # the book's sentence length (FraEng num_steps): the default size of example inputs
+
+
+def dropout(X: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout (d2l §5.6) as ``F.dropout``: each element kept with probability 1 - p and scaled by 1 / (1 - p);
+    the mask drawn as ``uniform >= p`` (on the CPU, ``torch.rand`` is faster than ``bernoulli_``)."""
+    if not training or p == 0:
+        return X
+    return X * torch.rand_like(X).ge_(p).mul_(1 / (1 - p))
 
 
 def init_seq2seq(module: nn.Module) -> None:
@@ -170,6 +189,72 @@ class Seq2Seq(EncoderDecoder):
 
     def init_weights(self) -> None:
         self.apply(init_seq2seq)
+
+    # --- training ----------------------------------------------------------------------------------------------------
+    def training_step(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The masked loss of a training batch: `packed_loss` on the CPU (the book's encoder, no autocast), else the
+        book's forward pass (on CUDA, ``nn.GRU`` runs cuDNN's fused kernels)."""
+        if (isinstance(self.encoder, Seq2SeqEncoder) and batch[0].device.type == "cpu"
+                and not torch.is_autocast_enabled("cpu")):
+            return {"loss": self.packed_loss(batch)}
+        return super().training_step(batch)
+
+    def packed_loss(self, batch: Sequence[Tensor]) -> Tensor:
+        """The masked cross-entropy of the book's forward pass, ``loss(self(src, tgt_in, src_valid_len), tgt_out)``,
+        computed with the work only the loss needs (see the module docstring). Dropout as in training mode."""
+        src, tgt_in, src_valid_len, tgt_out = batch
+        pad, num_steps = self.tgt_pad, tgt_out.shape[1]
+        # each row's target length: up to its last label that is not <pad> (the later outputs have no loss)
+        labels = tgt_out != pad                                                     # (batch, num_steps)
+        lens = (labels * torch.arange(1, num_steps + 1, device=src.device)).amax(1)
+        order = torch.argsort(lens, descending=True, stable=True)  # the loss is a mean over tokens: any row order
+        src, tgt_in, tgt_out, lens = src[order], tgt_in[order], tgt_out[order], lens[order]
+        lens_list = lens.tolist()
+        batch_sizes = [n for n in (sum(1 for n_t in lens_list if n_t > t) for t in range(num_steps)) if n > 0]
+        alive = (torch.arange(len(batch_sizes), device=src.device)[:, None] < lens[None, :])  # (steps, batch)
+        # encoder: every step of every row, as the book's (the padding is read)
+        state = self.encoder_states(src)                                            # [(batch, num_hiddens)] * L
+        # decoder: packed, time-major (step t's alive rows are a prefix: the rows are sorted)
+        tokens = tgt_in[:, :len(batch_sizes)].t()[alive]                            # (N,)
+        rows = torch.arange(len(src), device=src.device).expand(len(batch_sizes), -1)[alive]
+        outputs = self.decoder_outputs(tokens, rows, state, batch_sizes)            # (N, num_hiddens)
+        logits = self.decoder.dense(outputs)                                        # (N, tgt_vocab)
+        y = tgt_out[:, :len(batch_sizes)].t()[alive]
+        mask = (y != pad).to(logits.dtype)
+        return (F.cross_entropy(logits, y, reduction="none") * mask).sum() / mask.sum().clamp(min=1)
+
+    def encoder_states(self, src: Tensor) -> list[Tensor]:
+        """The book's encoder (training mode) on `src` (batch, num_steps): each layer's final state (batch,
+        num_hiddens); the last is the context."""
+        rnn, (batch_size, num_steps) = self.encoder.rnn, src.shape
+        table = F.linear(self.encoder.embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0)  # (src_vocab, 3 H)
+        gi = F.embedding(src.t().reshape(-1), table)                                # (num_steps * batch, 3 H)
+        states, outputs = [], None
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = dropout(outputs, rnn.dropout, self.training)
+                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
+            outputs, h = gru_layer(gi, None, getattr(rnn, f"weight_hh_l{layer}"),
+                                   getattr(rnn, f"bias_hh_l{layer}"), [batch_size] * num_steps)
+            states.append(h)
+        return states
+
+    def decoder_outputs(self, tokens: Tensor, rows: Tensor, state: list[Tensor], batch_sizes: list[int]) -> Tensor:
+        """The book's decoder (training mode) on a packed target: `tokens` (N,) and their `rows` (N,), step by step
+        as `batch_sizes` says, from the encoder's `state`; the top layer's outputs (N, num_hiddens)."""
+        rnn, E = self.decoder.rnn, self.embed_size
+        W_ih0 = rnn.weight_ih_l0                                                    # (3 H, E + H): [emb | context]
+        table = F.linear(self.decoder.embedding.weight, W_ih0[:, :E], rnn.bias_ih_l0)  # (tgt_vocab, 3 H)
+        context_gates = F.linear(state[-1], W_ih0[:, E:])                           # (batch, 3 H), once per row
+        gi = F.embedding(tokens, table) + context_gates.index_select(0, rows)      # (N, 3 H)
+        outputs = None
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = dropout(outputs, rnn.dropout, self.training)
+                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
+            outputs, _ = gru_layer(gi, state[layer], getattr(rnn, f"weight_hh_l{layer}"),
+                                   getattr(rnn, f"bias_hh_l{layer}"), batch_sizes)
+        return outputs
 
     def encoder_graph(self) -> nn.Module:
         return Seq2SeqEncoderGraph(self.encoder)
