@@ -69,15 +69,41 @@ def test_scratch_equals_concise_with_the_same_weights():
         assert model(X).shape == (4, 9, 28)
 
 
-def test_gradients_equal_the_books():
-    """Gathered input terms and the leaner cross-entropy backward give the book's gradients."""
-    scratch, _ = shared_weights()
+@pytest.mark.parametrize("name", ["rnn-lm-scratch", "rnn-lm"])
+def test_gradients_equal_the_books(name):
+    """Gathered input terms, backpropagation through time by hand (`TanhRecurrence`) and the leaner cross-entropy
+    backward give the gradients of the book's computation (autograd through one-hot inputs, nn.RNN)."""
+    scratch, concise = shared_weights()
+    model, book = (scratch, book_scratch_forward) if name == "rnn-lm-scratch" else (concise, book_concise_forward)
     X, Y = torch.randint(0, 28, (6, 10)), torch.randint(0, 28, (6, 10))
-    ours = torch.autograd.grad(scratch.loss(scratch(X), Y), list(scratch.parameters()))
-    logits = book_scratch_forward(scratch, X)
-    book = torch.autograd.grad(F.cross_entropy(logits.reshape(-1, 28), Y.reshape(-1)), list(scratch.parameters()))
-    for a, b in zip(ours, book):
+    ours = torch.autograd.grad(model.loss(model(X), Y), list(model.parameters()))
+    logits = book(model, X)
+    theirs = torch.autograd.grad(F.cross_entropy(logits.reshape(-1, 28), Y.reshape(-1)), list(model.parameters()))
+    for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_tanh_recurrence_gradients_with_an_initial_state():
+    """`TanhRecurrence` against autograd on the plain loop, a non-zero H_0 included (its gradient too)."""
+    from zoo_rnn.rnn import TanhRecurrence
+
+    torch.manual_seed(0)
+    XW, H0, W = torch.randn(5, 3, 4), torch.randn(3, 4), torch.randn(4, 4) * 0.5
+    weights = torch.randn(5, 3, 4)
+    grads = []
+    for fn in (lambda *a: TanhRecurrence.apply(*a), None):
+        inputs = [t.clone().requires_grad_() for t in (XW, H0, W)]
+        if fn is None:
+            H, outs = inputs[1], []
+            for xw in inputs[0]:
+                H = torch.tanh(xw + H @ inputs[2])
+                outs.append(H)
+            Hs = torch.stack(outs)
+        else:
+            Hs = fn(*inputs)
+        grads.append(torch.autograd.grad((Hs * weights).sum(), inputs))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_cross_entropy_matches_pytorch():
