@@ -290,7 +290,7 @@ def test_bidirectional_encoder_trains_and_exports(tmp_path):
     """bidirectional=True: 16 units per direction, states concatenated to the decoder's 32; a training step lowers
     the loss, and both generation graphs export and match ONNX Runtime at untraced sizes."""
     model = tiny(bidirectional=True)
-    assert isinstance(model.encoder, BiSeq2SeqEncoder) and model.encoder.rnn.hidden_size == 16
+    assert isinstance(model.encoder, BiSeq2SeqEncoder) and model.encoder.rnn.rnn.hidden_size == 16
     batch = get_data("seq2seq", preset="tiny").example_batch()
     optimizer = model.configure_optimizers()
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_modern_rnn.bidirectional import BiGRU, merge_directions
 from zoo_modern_rnn.encoder_decoder import (
     Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
 )
@@ -90,9 +91,9 @@ class Seq2SeqEncoder(Encoder):
 
 
 class BiSeq2SeqEncoder(Encoder):
-    """A bidirectional variant of `Seq2SeqEncoder` (d2l §10.4 applied to §10.7's encoder; not in the book):
-    ``num_hiddens // 2`` GRU units per direction, outputs and per-layer final states concatenated over the two
-    directions, so that ``forward`` returns the shapes of `Seq2SeqEncoder`'s."""
+    """A bidirectional variant of `Seq2SeqEncoder` (d2l §10.4 applied to §10.7's encoder; not in the book): a
+    `zoo_modern_rnn.bidirectional.BiGRU` of ``num_hiddens // 2`` units per direction, its per-layer final states
+    side by side (`merge_directions`), so that ``forward`` returns the shapes of `Seq2SeqEncoder`'s."""
 
     def __init__(self, vocab_size: int, embed_size: int, num_hiddens: int, num_layers: int,
                  dropout: float = 0.0) -> None:
@@ -100,14 +101,12 @@ class BiSeq2SeqEncoder(Encoder):
         if num_hiddens % 2:
             raise ValueError(f"a bidirectional encoder splits num_hiddens over two directions: {num_hiddens} is odd")
         self.embedding = nn.Embedding(vocab_size, embed_size)
-        self.rnn = nn.GRU(embed_size, num_hiddens // 2, num_layers, dropout=dropout, bidirectional=True)
+        self.rnn = BiGRU(embed_size, num_hiddens // 2, num_layers, dropout=dropout)
 
     def forward(self, X: Tensor, *args: Tensor) -> tuple[Tensor, Tensor]:
         embs = self.embedding(X.t())  # (num_steps, batch, embed_size)
         outputs, state = self.rnn(embs)  # (num_steps, batch, num_hiddens), (2 * num_layers, batch, num_hiddens / 2)
-        num_layers, batch_size = state.shape[0] // 2, state.shape[1]
-        state = state.reshape(num_layers, 2, batch_size, -1)  # (layer, direction, batch, num_hiddens / 2)
-        return outputs, torch.cat((state[:, 0], state[:, 1]), dim=-1)  # state: (num_layers, batch, num_hiddens)
+        return outputs, merge_directions(state)  # state: (num_layers, batch, num_hiddens)
 
 
 class Seq2SeqDecoder(Decoder):
