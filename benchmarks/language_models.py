@@ -46,6 +46,11 @@ MODELS = {
     "lstm-lm": ("lstm-lm", 50, 7.21, 1.5),
     "gru-lm": ("gru-lm", 50, 6.60, 1.5),
     "deep-rnn-lm": ("deep-gru-lm", 100, 6.56, 1.5),
+    # chapter 10's from-scratch models: d2l-reference has no from-scratch LSTM/GRU, so they sit beside the concise
+    # reference of the same recipe; the issue asks them for a similar perplexity and sets them no speed target
+    "lstm-lm-scratch": ("lstm-lm", 50, 7.21, None),
+    "gru-lm-scratch": ("gru-lm", 50, 6.60, None),
+    "deep-rnn-lm-scratch": ("deep-gru-lm", 100, 6.56, None),
 }
 DEFAULT_MODELS = ("rnn-lm-scratch", "rnn-lm")
 NUM_TRAIN = 10_000  # the book's training windows: what both sides train on each epoch
@@ -162,7 +167,8 @@ def main() -> None:
             if epochs == book_epochs:
                 row.update(target_val_ppl=target_ppl, meets_ppl_target=row["zoo"]["val_ppl_median"] <= target_ppl,
                            target_speed_ratio=target_ratio,
-                           **({"meets_speed_target": row["speed_ratio"] >= target_ratio} if use_reference else {}))
+                           **({"meets_speed_target": row["speed_ratio"] >= target_ratio}
+                              if use_reference and target_ratio is not None else {}))
             results[name] = row
     write_result(args.out, {
         "benchmark": "language models on the book's recipe (Time Machine characters, batch 1024, 32 steps, hidden 32,"
