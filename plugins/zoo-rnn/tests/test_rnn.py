@@ -166,6 +166,28 @@ def test_exported_forward_keeps_seq_symbolic(tmp_path):
             torch.testing.assert_close(torch.from_numpy(got), model(X), rtol=1e-4, atol=1e-5)
 
 
+PREFIXES = ["time traveller", "it has", "the", "a", "we said the"]
+
+
+@pytest.mark.parametrize("name", ["rnn-lm-scratch", "rnn-lm"])
+def test_continuations_on_onnx_runtime_equal_pytorchs(name, tmp_path):
+    """Issue 8's export check: 20-character continuations of five prefixes, greedy and beam 4, give the same tokens
+    from the exported step graph on ONNX Runtime as from PyTorch (weights spread enough to avoid near-ties)."""
+    from zoo_core import get_spec
+    from zoo_core.decoding import OnnxRunner, TorchRunner, continue_prefixes
+    from zoo_core.export import export_graph
+
+    scratch, concise = shared_weights()
+    model = scratch if name == "rnn-lm-scratch" else concise
+    (step,) = [g for g in get_spec(name).graph_specs("book") if g.role == "step"]
+    export_graph(model, step, tmp_path / step.file)
+    prefixes = [VOCAB[list(p)] for p in PREFIXES]
+    runners = TorchRunner(model, [step]), OnnxRunner({step.name: tmp_path / step.file}, [step])
+    for beam in (1, 4):
+        on_torch, on_onnx = (continue_prefixes(r, prefixes, 20, beam_size=beam) for r in runners)
+        assert on_torch == on_onnx and all(len(c) == 20 for c in on_torch)
+
+
 def test_scratch_model_declares_why_it_has_no_forward_graph():
     from zoo_core import get_spec
 
