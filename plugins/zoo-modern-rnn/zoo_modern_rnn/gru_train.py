@@ -11,9 +11,12 @@ With ``batch_sizes`` (a packed batch, as ``nn.utils.rnn.PackedSequence``'s: the 
 ``batch_sizes[t]`` of them alive at step t), step t only computes the first ``batch_sizes[t]`` rows: a row stops at
 its own length, and the work is proportional to the real tokens rather than to the padded length.
 
-The equations, for input gates ``gi = x W_ih^T + b_ih`` (given) and ``gh = h W_hh^T + b_hh``, split into (r, z, n)::
+The equations, for input gates ``gi = x W_ih^T + b_ih`` and ``gh = h W_hh^T + b_hh``, split into (r, z, n)::
 
     r = sigmoid(gi_r + gh_r),  z = sigmoid(gi_z + gh_z),  n = tanh(gi_n + r * gh_n),  h' = (1 - z) * n + z * h
+
+The biases of r and z only ever appear summed, so the caller folds ``b_hr`` and ``b_hz`` into the input gates'
+bias (`input_bias`: one vector, not a pass over every step); the layer takes ``b_hn``, which r multiplies.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class _GRULayer(torch.autograd.Function):
     """One GRU layer over a whole (packed) sequence; see `gru_layer`."""
 
     @staticmethod
-    def forward(ctx, gi: Tensor, h0: Tensor, W_hh: Tensor, b_hh: Tensor,  # type: ignore[override]
+    def forward(ctx, gi: Tensor, h0: Tensor, W_hh: Tensor, b_hn: Tensor,  # type: ignore[override]
                 batch_sizes: Sequence[int], h0_is_zero: bool) -> tuple[Tensor, Tensor]:
         H, N = h0.shape[1], gi.shape[0]
         outputs = gi.new_empty(N, H)           # h' of every (step, row), packed like gi
@@ -41,10 +44,9 @@ class _GRULayer(torch.autograd.Function):
         n_all = gi.new_empty(N, H)             # the candidate state
         gh = gi.new_empty(batch_sizes[0], 3 * H)  # h W_hh^T of one step (reused: stays in cache)
         h_last = h0.clone()                    # each row's state after its last step
-        gi_rz = gi[:, :2 * H] + b_hh[:2 * H]   # r and z add both biases: once for all steps, not in each product
-        b_hn, W_hh_t = b_hh[2 * H:], W_hh.t()
+        W_hh_t = W_hh.t()
         # every step's views, made in one call each (not a dozen slices per step)
-        steps = zip(gi_rz.split(batch_sizes), gi[:, 2 * H:].split(batch_sizes), ghn_all.split(batch_sizes),
+        steps = zip(gi[:, :2 * H].split(batch_sizes), gi[:, 2 * H:].split(batch_sizes), ghn_all.split(batch_sizes),
                     rz_all.split(batch_sizes), n_all.split(batch_sizes), outputs.split(batch_sizes))
         h = h0
         for t, (g_rz, g_n, gh_n, rz, n, h_new) in enumerate(steps):
@@ -63,6 +65,7 @@ class _GRULayer(torch.autograd.Function):
                 h_last[n_next:n_t] = h[n_next:]
         ctx.save_for_backward(h0, W_hh, outputs, ghn_all, rz_all, n_all)
         ctx.batch_sizes, ctx.h0_is_zero = list(batch_sizes), h0_is_zero
+        ctx.set_materialize_grads(False)  # an output nobody reads (a top encoder layer's) has no gradient: None
         return outputs, h_last
 
     @staticmethod
@@ -75,11 +78,10 @@ class _GRULayer(torch.autograd.Function):
         d_gh = outputs.new_empty(N, 3 * H)
         d_gin = outputs.new_empty(N, H)
         pending = d_h_last if d_h_last is not None else h0.new_zeros(h0.shape)  # rows that end after this step
-        if d_outputs is None:
-            d_outputs = outputs.new_zeros(outputs.shape)
         h_prevs = [h0[:batch_sizes[0]]] + [out[:n] for out, n in zip(outputs.split(batch_sizes)[:-1],
                                                                          batch_sizes[1:])]
-        steps = list(zip(d_outputs.split(batch_sizes), h_prevs, ghn_all.split(batch_sizes),
+        d_outs = d_outputs.split(batch_sizes) if d_outputs is not None else [None] * len(batch_sizes)
+        steps = list(zip(d_outs, h_prevs, ghn_all.split(batch_sizes),
                          rz_all.split(batch_sizes), rz_all[:, :H].split(batch_sizes), rz_all[:, H:].split(batch_sizes),
                          n_all.split(batch_sizes), d_gh.split(batch_sizes), d_gh[:, :H].split(batch_sizes),
                          d_gh[:, H:2 * H].split(batch_sizes), d_gh[:, :2 * H].split(batch_sizes),
@@ -87,10 +89,10 @@ class _GRULayer(torch.autograd.Function):
         dh = pending[:0]                                                               # dL/dh of the alive rows
         for t in reversed(range(len(steps))):
             d_out, h_prev, gh_n, rz, r, z, n, dgh, dgh_r, dgh_z, dgh_rz, dgh_n, dgin = steps[t]
-            n_t = len(d_out)
+            n_t = len(n)
             if len(dh) < n_t:                                                          # rows whose last step is this
                 dh = torch.cat((dh, pending[len(dh):n_t]))
-            dh_t = dh + d_out                                                          # dL/dh' at this step
+            dh_t = dh + d_out if d_out is not None else dh                             # dL/dh' at this step
             torch.mul(dh_t, h_prev - n, out=dgh_z)                                     # z: dh' (h - n)
             dhz = dh_t * z
             _tanh_backward(dh_t.sub_(dhz), n, grad_input=dgin)                         # n: dh' (1 - z) (1 - n^2)
@@ -109,9 +111,15 @@ class _GRULayer(torch.autograd.Function):
                 d_W_hh.addmm_(d_gh[:B].t(), h0)
         else:
             d_W_hh = d_gh.t() @ torch.cat(h_prevs)
-        d_b_hh = d_gh.sum(0)
+        d_b_hn = d_gh[:, 2 * H:].sum(0)
         d_gh[:, 2 * H:] = d_gin                                                        # now the input gates'
-        return d_gh, (dh if ctx.needs_input_grad[1] else None), d_W_hh, d_b_hh, None, None
+        return d_gh, (dh if ctx.needs_input_grad[1] else None), d_W_hh, d_b_hn, None, None
+
+
+def input_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    """The input gates' bias when the recurrent biases of r and z are folded in: ``b_ih + (b_hr, b_hz, 0)``."""
+    H = len(b_hh) // 3
+    return b_ih + torch.cat((b_hh[:2 * H], b_hh.new_zeros(H)))
 
 
 def gru_layer(gi: Tensor, h0: Tensor | None, W_hh: Tensor, b_hh: Tensor,
@@ -119,12 +127,13 @@ def gru_layer(gi: Tensor, h0: Tensor | None, W_hh: Tensor, b_hh: Tensor,
     """Run one GRU layer over a (packed) sequence.
 
     Args:
-        gi: the input gates ``x W_ih^T + b_ih`` of every step, packed: (sum(batch_sizes), 3H), step t's rows at
-            ``sum(batch_sizes[:t])`` onwards (for equal lengths, simply the (num_steps * batch, 3H) reshape of a
-            time-major (num_steps, batch, 3H) tensor).
+        gi: the input gates of every step with the r and z recurrent biases folded in, ``x W_ih^T +
+            input_bias(b_ih, b_hh)``, packed: (sum(batch_sizes), 3H), step t's rows at ``sum(batch_sizes[:t])``
+            onwards (for equal lengths, simply the (num_steps * batch, 3H) reshape of a time-major tensor).
         h0: the initial state (batch, H), batch = batch_sizes[0]; None for zeros (the first step's product is
             then skipped).
-        W_hh, b_hh: the recurrent weights (3H, H) and bias (3H,), ``nn.GRU``'s ``weight_hh_l*``/``bias_hh_l*``.
+        W_hh, b_hh: the recurrent weights (3H, H) and bias (3H,), ``nn.GRU``'s ``weight_hh_l*``/``bias_hh_l*``
+            (only b_hh's n part is read here).
         batch_sizes: how many rows are alive at each step (non-increasing; the rows sorted by decreasing length).
 
     Returns:
@@ -133,4 +142,4 @@ def gru_layer(gi: Tensor, h0: Tensor | None, W_hh: Tensor, b_hh: Tensor,
     zero = h0 is None
     if zero:
         h0 = gi.new_zeros(batch_sizes[0], W_hh.shape[1])
-    return _GRULayer.apply(gi, h0, W_hh, b_hh, list(batch_sizes), zero)
+    return _GRULayer.apply(gi, h0, W_hh, b_hh[2 * W_hh.shape[1]:], list(batch_sizes), zero)

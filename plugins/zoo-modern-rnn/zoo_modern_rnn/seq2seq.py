@@ -47,7 +47,7 @@ from zoo_modern_rnn.bidirectional import BiGRU, merge_directions
 from zoo_modern_rnn.encoder_decoder import (
     Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
 )
-from zoo_modern_rnn.gru_train import gru_layer
+from zoo_modern_rnn.gru_train import gru_layer, input_bias
 
 NUM_STEPS = 9  # the book's sentence length (FraEng num_steps): the default size of example inputs
 
@@ -226,13 +226,15 @@ class Seq2Seq(EncoderDecoder):
         """The book's encoder (training mode) on `src` (batch, num_steps): each layer's final state (batch,
         num_hiddens); the last is the context."""
         rnn, (batch_size, num_steps) = self.encoder.rnn, src.shape
-        table = F.linear(self.encoder.embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0)  # (src_vocab, 3 H)
+        table = F.linear(self.encoder.embedding.weight, rnn.weight_ih_l0,
+                         input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))                  # (src_vocab, 3 H)
         gi = F.embedding(src.t().reshape(-1), table)                                # (num_steps * batch, 3 H)
         states, outputs = [], None
         for layer in range(self.num_layers):
             if layer > 0:
                 x = dropout(outputs, rnn.dropout, self.training)
-                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
+                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
+                                                                                 getattr(rnn, f"bias_hh_l{layer}")))
             outputs, h = gru_layer(gi, None, getattr(rnn, f"weight_hh_l{layer}"),
                                    getattr(rnn, f"bias_hh_l{layer}"), [batch_size] * num_steps)
             states.append(h)
@@ -243,14 +245,16 @@ class Seq2Seq(EncoderDecoder):
         as `batch_sizes` says, from the encoder's `state`; the top layer's outputs (N, num_hiddens)."""
         rnn, E = self.decoder.rnn, self.embed_size
         W_ih0 = rnn.weight_ih_l0                                                    # (3 H, E + H): [emb | context]
-        table = F.linear(self.decoder.embedding.weight, W_ih0[:, :E], rnn.bias_ih_l0)  # (tgt_vocab, 3 H)
+        table = F.linear(self.decoder.embedding.weight, W_ih0[:, :E],
+                         input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))                  # (tgt_vocab, 3 H)
         context_gates = F.linear(state[-1], W_ih0[:, E:])                           # (batch, 3 H), once per row
         gi = F.embedding(tokens, table) + context_gates.index_select(0, rows)      # (N, 3 H)
         outputs = None
         for layer in range(self.num_layers):
             if layer > 0:
                 x = dropout(outputs, rnn.dropout, self.training)
-                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
+                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
+                                                                                 getattr(rnn, f"bias_hh_l{layer}")))
             outputs, _ = gru_layer(gi, state[layer], getattr(rnn, f"weight_hh_l{layer}"),
                                    getattr(rnn, f"bias_hh_l{layer}"), batch_sizes)
         return outputs
