@@ -18,6 +18,10 @@ Same weights, same function: `load_concise_weights` copies a concise model into 
 where ``nn.GRU`` computes ``R * (H W_hn + b_hn)``: the two are different functions unless W_hn is diagonal and b_hn
 zero (`zoo_modern_rnn.cells` explains; the tests show both).
 
+Training speed: the concise GRUs train on the CPU through `zoo_modern_rnn.recurrence` (``nn.GRU``'s function and
+parameters, backpropagation through time written out); the LSTMs through ``nn.LSTM`` (oneDNN's LSTM, which a
+hand-written version did not beat here).
+
 Export: the concise models' ``model`` graph is their forward pass, ``nn.LSTM``/``nn.GRU`` written as ONNX's
 ``LSTM``/``GRU`` operator with the time axis symbolic (`zoo_core.onnx_rnn`); their ``step`` graph is the same layer
 on one step. A GRU's parity test therefore also watches ``linear_before_reset`` (PyTorch's formulation is 1).
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_modern_rnn.cells import GRUScratch, LSTMScratch, StackedRNNScratch, load_torch_weights
+from zoo_modern_rnn.recurrence import gru_forward
 from zoo_rnn.lm import LanguageModel
 
 
@@ -160,9 +165,18 @@ class _ConciseLM(_RecurrentLM):
         self.rnn = (nn.LSTM if self.cell == "lstm" else nn.GRU)(vocab_size, num_hiddens, num_layers)
         self.linear = nn.Linear(num_hiddens, vocab_size)
 
+    hand_bptt = True
+    """GRUs train on the CPU through `zoo_modern_rnn.recurrence.gru_forward`: ``self.rnn``'s function and
+    parameters, backpropagation through time written out (faster here); elsewhere, and in evaluation, ``self.rnn``."""
+
     def forward(self, X: Tensor) -> Tensor:  # (batch, num_steps) -> (batch, num_steps, vocab_size)
-        outputs, _ = self.rnn(F.one_hot(X.T, self.vocab_size).float())  # (num_steps, batch, num_hiddens)
-        return self.linear(outputs).transpose(0, 1)
+        inputs = F.one_hot(X.T, self.vocab_size).float()  # (num_steps, batch, vocab_size)
+        if (self.cell == "gru" and self.hand_bptt and X.device.type == "cpu" and torch.is_grad_enabled()
+                and not torch.compiler.is_exporting()):
+            outputs = gru_forward(self.rnn, inputs, one_hot=True)
+        else:
+            outputs, _ = self.rnn(inputs)  # (num_steps, batch, num_hiddens)
+        return self.linear(outputs).transpose(0, 1)  # time-major logits, seen batch-major (the loss reads them so)
 
     def _step(self, tokens: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         inputs = F.one_hot(tokens, self.vocab_size).float()[None]  # (1, batch, vocab_size)
