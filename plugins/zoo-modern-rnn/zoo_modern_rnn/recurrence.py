@@ -12,7 +12,8 @@ gradients are one product over all steps. What made the difference on this machi
 *gate-major*, ``(3, num_steps, batch, h)`` (or ``(3, batch, h)`` for one step), so that every gate's slice that a
 kernel reads or writes is contiguous; slicing the gates out of ``(batch, 3h)`` rows (PyTorch's layout) made the same
 kernels slower than autograd. Measured on two busy cores, one thread, a whole training step of ``gru-lm``'s book
-preset: 1.2x faster than over ``nn.GRU`` (``deep-rnn-lm``: 1.14x).
+preset: 1.22x faster than over ``nn.GRU`` (``deep-rnn-lm``: 1.06x, its second layer's input product
+costing what the recurrence saves).
 
 The language models use it in training on the CPU only (`zoo_modern_rnn.language_models`); evaluation, prediction,
 export and CUDA (cuDNN) keep ``nn.GRU`` itself.
