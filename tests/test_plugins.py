@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,9 +135,154 @@ def test_unknown_hook_and_failing_hook_break_only_their_plugin(acme, plugin_fact
     assert "half" not in names and "tiny-regressor" in names
 
 
-def test_duplicate_model_names_are_an_error_naming_both_plugins(plugin_factory, tmp_path, zoo):
+SQUATTER = """
+from zoo_core import DataSpec, hookimpl
+
+@hookimpl(trylast=True)  # pluggy would list this implementation first: precedence must not depend on it
+def zoo_register_datasets(register):
+    register(DataSpec("{dataset}", "acme_zoo.model:Tiny", "a dataset name the core has"))
+"""
+
+
+def test_a_taken_name_refuses_only_the_later_plugin(acme, plugin_factory, tmp_path, zoo):
+    """A third-party plugin that registers `softmax` (or the core's `fashion-mnist`) is refused like a broken one,
+    whatever pluggy's order; the name stays with the plugin that has it and every command keeps working."""
+    dup = plugin_factory(tmp_path / "dup", "dup-zoo", {"dup_zoo.py": tiny_plugin(name="softmax").replace(
+        "@hookimpl", "@hookimpl(trylast=True)")}, {"dup": "dup_zoo"})
+    squat = plugin_factory(tmp_path / "squat", "aaa-zoo", {"aaa_zoo.py": SQUATTER.format(dataset="fashion-mnist")},
+                           {"aaa": "aaa_zoo"})
+    env = pythonpath(acme, dup, squat)
+    assert zoo("--version", env=env).returncode == 0
+    listed = zoo("list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    owners = {m["name"]: m["plugin"] for m in json.loads(listed.stdout)}
+    assert owners["softmax"] == "zoo-softmax" and owners["tiny-regressor"] == "acme-zoo"
+    assert sorted(line.split(" is broken")[0] for line in listed.stderr_lines) == [
+        "zoo: warning: plugin aaa-zoo", "zoo: warning: plugin dup-zoo"]
+
+    report = zoo("plugins", env=env)
+    assert report.returncode == 1
+    rows = {line.split()[0]: line for line in report.stdout.splitlines()[1:]}
+    assert "BROKEN: refused: model name 'softmax' belongs to plugin zoo-softmax" in rows["dup-zoo"]
+    assert "BROKEN: refused: dataset name 'fashion-mnist' belongs to plugin zoo-core" in rows["aaa-zoo"]
+    by_name = {p["name"]: p for p in json.loads(zoo("plugins", "--json", env=env).stdout)}
+    assert by_name["dup-zoo"]["models"] == [] and by_name["zoo-softmax"]["models"] == ["softmax-scratch", "softmax"]
+    assert "fashion-mnist" in by_name["zoo-core"]["datasets"]
+
+    info = zoo("info", "softmax", "--json", env=env)
+    assert json.loads(info.stdout)["builder"] == "zoo_softmax.softmax:SoftmaxRegression"
+
+
+def test_a_taken_name_leaves_the_first_party_plugins_tests_passing(plugin_factory, tmp_path):
     dup = plugin_factory(tmp_path / "dup", "dup-zoo", {"dup_zoo.py": tiny_plugin(name="softmax")}, {"dup": "dup_zoo"})
-    zoo("list", env=pythonpath(dup)).assert_one_line_error("'softmax'", "zoo-softmax", "dup-zoo")
+    tests = Path(__file__).resolve().parents[1] / "plugins" / "zoo-softmax" / "tests" / "test_contract.py"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), "-k",
+                           "registers_models or spec_is_complete or card_matches"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **pythonpath(dup)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "7 passed" in proc.stdout  # registers_models; spec_is_complete x 2 models; card_matches x 2 x 2 presets
+
+
+def test_a_plugin_registering_a_name_twice_is_broken(plugin_factory, tmp_path, zoo):
+    twice = plugin_factory(tmp_path / "twice", "twice-zoo", {"twice_zoo.py": tiny_plugin(name="echo") + """
+@hookimpl
+def zoo_register_datasets(register):
+    from zoo_core import DataSpec
+    register(DataSpec("echo-data", "acme_zoo.model:Tiny", "first"))
+    register(DataSpec("echo-data", "acme_zoo.model:Tiny", "second"))
+"""}, {"twice": "twice_zoo"})
+    report = {p["name"]: p for p in json.loads(zoo("plugins", "--json", env=pythonpath(twice)).stdout)}
+    assert report["twice-zoo"]["error"] == "dataset 'echo-data' is registered twice by this plugin"
+    assert report["twice-zoo"]["models"] == [] and report["twice-zoo"]["datasets"] == []
+
+
+def test_debug_plugins_shows_the_import_traceback(plugin_factory, tmp_path, zoo):
+    broken = plugin_factory(tmp_path / "broken", "broken-zoo", {"broken_zoo/__init__.py": "",
+                            "broken_zoo/plugin.py": "import json\n\ndef helper():\n    raise ImportError('needs libfoo 3')\n\n"
+                                                    "helper()\n"}, {"broken": "broken_zoo.plugin"})
+    plain = zoo("plugins", env=pythonpath(broken))
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    debug = zoo("--debug", "plugins", env=pythonpath(broken))
+    assert debug.returncode == 1 and "BROKEN: ImportError: needs libfoo 3" in debug.stdout
+    assert "plugin broken-zoo (broken_zoo.plugin):" in debug.stderr and "Traceback" in debug.stderr
+    assert 'broken_zoo/plugin.py", line 4, in helper' in debug.stderr  # the plugin's own frame, with its line
+
+
+def test_allowlisted_plugin_that_is_not_installed_is_named_once(zoo, tmp_path):
+    trained = zoo("train", "softmax", "--preset", "tiny", "--out", str(tmp_path), env={"ZOO_PLUGINS": "zoo-sofmax"})
+    trained.assert_one_line_error("unknown model 'softmax'", "ZOO_PLUGINS names zoo-sofmax, which is not installed")
+    assert not (tmp_path / "softmax").exists()
+
+    listed = zoo("list", env={"ZOO_PLUGINS": "zoo-linear, zoo-sofmax"})
+    assert listed.returncode == 0 and "linreg" in listed.stdout
+    assert listed.stderr_lines == ["zoo: warning: ZOO_PLUGINS names zoo-sofmax, which is not installed "
+                                   "(see `zoo plugins`)"]
+    report = zoo("plugins", env={"ZOO_PLUGINS": "zoo-linear,zoo-sofmax"})
+    assert report.returncode == 1 and report.stderr == ""
+    row = next(line for line in report.stdout.splitlines() if line.startswith("zoo-sofmax"))
+    assert "NOT INSTALLED: ZOO_PLUGINS names it" in row
+    installed = zoo("plugins", "--json", env={"ZOO_PLUGINS": "zoo-linear"})
+    assert installed.returncode == 0 and all(p["installed"] for p in json.loads(installed.stdout))
+
+
+def test_list_shows_each_models_plugin(acme, zoo):
+    listed = zoo("list", env=pythonpath(acme))
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:7] == ["NAME", "CH", "SECTION", "TASK", "DATASET", "PLUGIN", "SUMMARY"]
+    by_name = {row.split()[0]: row.split() for row in rows}
+    assert by_name["tiny-regressor"][5] == "acme-zoo" and by_name["softmax"][5] == "zoo-softmax"
+
+
+# --- the contract suite, as a third party runs it ---------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture_plugin(site: Path, plugin_factory, package: str) -> Path:
+    """Install the fixture package tests/fixtures/PACKAGE as distribution PACKAGE (hyphenated), entry point
+    PACKAGE.plugin."""
+    files = {f"{package}/{f.name}": f.read_text() for f in (FIXTURES / package).glob("*.py")}
+    return plugin_factory(site, package.replace("_", "-"), files, {package.split("_")[0]: f"{package}.plugin"})
+
+
+def run_contract(tmp_path: Path, env: dict[str, str], body: str, *args: str) -> subprocess.CompletedProcess:
+    """pytest on a one-class contract test file (`body` is the class body) in a fresh folder."""
+    folder = tmp_path / "contract_tests"
+    folder.mkdir(exist_ok=True)
+    (folder / "test_contract.py").write_text(
+        f"from zoo_core.testing import ModelContract\n\n\nclass TestContract(ModelContract):\n    {body}\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder), *args],
+                          capture_output=True, text=True, cwd=folder, timeout=300, env={**os.environ, **env})
+
+
+def test_contract_suite_fails_a_loss_that_broadcasts(tmp_path, plugin_factory):
+    site = fixture_plugin(tmp_path / "site", plugin_factory, "lossy_zoo")
+    proc = run_contract(tmp_path, pythonpath(site), 'plugin = "lossy-zoo"', "-k", "loss_is_a_mean")
+    assert proc.returncode == 1 and "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "FAILED test_contract.py::TestContract::test_loss_is_a_mean_over_examples[lossy-regressor]" in proc.stdout
+    assert "(outputs (4, 1), labels (4,)): does the loss broadcast labels" in proc.stdout
+
+
+def test_contract_suite_fails_a_plugin_that_imports_torch_when_it_loads(tmp_path, plugin_factory):
+    site = fixture_plugin(tmp_path / "site", plugin_factory, "lossy_zoo")
+    fixture_plugin(site, plugin_factory, "heavy_zoo")
+    env = pythonpath(site)
+    light = run_contract(tmp_path, env, 'plugin = "lossy-zoo"', "-k", "heavy_imports")
+    assert light.returncode == 0 and "1 passed" in light.stdout, light.stdout[-3000:]
+    heavy = run_contract(tmp_path, env, 'plugin = "heavy-zoo"', "-k", "heavy_imports")
+    assert heavy.returncode == 1 and "1 failed" in heavy.stdout, heavy.stdout[-3000:]
+    assert "loading plugin heavy-zoo imports " in heavy.stdout and "torch" in heavy.stdout
+
+
+def test_contract_suite_says_a_plugin_is_broken_not_missing(tmp_path, plugin_factory):
+    broken = plugin_factory(tmp_path / "broken", "broken-zoo", {"broken_zoo/__init__.py": "",
+                            "broken_zoo/plugin.py": "raise ImportError('needs libfoo 3')\n"},
+                            {"broken": "broken_zoo.plugin"})
+    proc = run_contract(tmp_path, pythonpath(broken), 'plugin = "broken-zoo"', "-k", "registers_models")
+    assert proc.returncode == 1
+    assert "plugin 'broken-zoo' is installed but broken: ImportError: needs libfoo 3" in proc.stdout
+    missing = run_contract(tmp_path, {}, 'plugin = "nowhere-zoo"', "-k", "registers_models")
+    assert missing.returncode == 1 and "plugin 'nowhere-zoo' is not installed" in missing.stdout
 
 
 @pytest.mark.parametrize("args", [["list"], ["list", "soft*", "--json"], ["info", "softmax"], ["plugins"]])

@@ -36,7 +36,16 @@ def _warn_broken_plugins() -> None:
     state = plugins.loaded()
     if state is not None and _is_main_process():
         for info in state.broken:
-            _err(f"warning: plugin {info.name} is broken and was skipped: {info.error} (see `zoo plugins`)")
+            if not info.installed:
+                _err(f"warning: {plugins.ALLOWLIST_ENV} names {info.name}, which is not installed "
+                     f"(see `zoo plugins`)")
+            else:
+                _err(f"warning: plugin {info.name} is broken and was skipped: {info.error} (see `zoo plugins`)")
+
+
+def _debug(ctx: click.Context) -> bool:
+    """Whether ``zoo --debug`` (or ``ZOO_DEBUG=1``) asked for tracebacks."""
+    return bool(ctx.find_root().params.get("debug")) or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
 
 
 def _echo_json(value: Any) -> None:
@@ -80,8 +89,8 @@ def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> Non
     if not specs:
         _err("no model matches" + (f" {pattern!r}" if pattern else "") + (f" in chapter {chapter}" if chapter else ""))
         return
-    _table([[s.name, str(s.chapter), s.section, s.task, s.dataset, s.summary] for s in specs],
-           ["NAME", "CH", "SECTION", "TASK", "DATASET", "SUMMARY"])
+    _table([[s.name, str(s.chapter), s.section, s.task, s.dataset, s.plugin, s.summary] for s in specs],
+           ["NAME", "CH", "SECTION", "TASK", "DATASET", "PLUGIN", "SUMMARY"])
 
 
 def _kv(values: dict[str, Any]) -> str:
@@ -144,16 +153,24 @@ def _layer_summary(spec: registry.ModelSpec, preset: str, as_json: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
-    """List installed plugins: version, hooks, models; broken ones with their error (exit status 1 if any)."""
+    """List installed plugins: version, hooks, models; broken ones with their error (exit status 1 if any).
+
+    With ``zoo --debug plugins``, the traceback of each broken plugin follows on stderr.
+    """
     state = plugins.load()
     if as_json:
         _echo_json([p.to_json() for p in state.plugins])
     else:
         rows = []
         for p in state.plugins:
-            what = f"BROKEN: {p.error}" if p.broken else ", ".join(p.hooks) + (" (built-in)" if p.builtin else "")
+            what = (f"NOT INSTALLED: {p.error}" if not p.installed else f"BROKEN: {p.error}" if p.broken
+                    else ", ".join(p.hooks) + (" (built-in)" if p.builtin else ""))
             rows.append([p.name, p.version, str(len(p.models)), str(len(p.datasets)), what])
         _table(rows, ["PLUGIN", "VERSION", "MODELS", "DATASETS", "HOOKS"])
+    if _debug(ctx):
+        for p in state.broken:
+            if p.traceback:
+                click.echo(f"\nplugin {p.name} ({p.module}):\n{p.traceback.rstrip()}", err=True)
     if state.broken:
         ctx.exit(1)
 

@@ -4,8 +4,13 @@
   does. The built-in plugin (the core's datasets) always loads.
 - A plugin that fails to import, implements an unknown hook, or raises while registering is *broken*: it is
   unregistered, whatever it registered is dropped, and it is reported (``zoo plugins``, and a warning on the CLI's
-  stderr); the other plugins work.
-- Two plugins registering the same model or dataset name is an error naming both.
+  stderr; ``zoo --debug plugins`` shows the traceback); the other plugins work.
+- A name belongs to the first plugin that registers it. Plugins register in a fixed order: the built-in plugin, then
+  the zoo's own plugins (distributions named ``zoo-*``), then the others, each group alphabetically by distribution.
+  A later plugin that registers a taken model or dataset name is refused like a broken plugin, and its error names
+  the name and the plugin that has it. So a third-party plugin can never change what ``zoo train softmax`` trains,
+  and the outcome does not depend on the order things were installed in.
+- A name in ``ZOO_PLUGINS`` that is no installed plugin is reported (as a plugin that is "not installed").
 
 Hooks are called one plugin at a time (rather than through pluggy's one-shot call) so that every spec knows which
 plugin registered it and one plugin's failure does not take the others' registrations with it.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -23,12 +29,14 @@ from typing import Any
 import pluggy
 
 from zoo_core import hookspecs
-from zoo_core.registry import DataSpec, ModelSpec, Registry
+from zoo_core.registry import DataSpec, DuplicateNameError, ModelSpec, Registry
 
 ENTRY_POINT_GROUP = "zoo"
 ALLOWLIST_ENV = "ZOO_PLUGINS"
 BUILTIN_PLUGINS = ("zoo_core.core_plugin",)
 CORE_DISTRIBUTION = "zoo-core"
+FIRST_PARTY_PREFIX = "zoo-"
+"""Distributions named ``zoo-*`` are the zoo's own (its chapters): they register before third-party plugins."""
 
 
 @dataclass
@@ -44,15 +52,22 @@ class PluginInfo:
     datasets: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     error: str | None = None
+    traceback: str | None = None  # of the exception behind `error`, for ``zoo --debug plugins``
+    installed: bool = True        # False: ZOO_PLUGINS names a distribution that is no installed zoo plugin
 
     @property
     def broken(self) -> bool:
         return self.error is not None
 
+    def fail(self, e: BaseException) -> None:
+        """Mark the plugin broken by exception `e` (call from its ``except`` block: keeps the traceback)."""
+        self.error = _error_line(e)
+        self.traceback = traceback.format_exc()
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "module": self.module, "builtin": self.builtin,
-                "hooks": self.hooks, "models": self.models, "datasets": self.datasets, "commands": self.commands,
-                "error": self.error}
+                "installed": self.installed, "hooks": self.hooks, "models": self.models, "datasets": self.datasets,
+                "commands": self.commands, "error": self.error}
 
 
 @dataclass
@@ -65,7 +80,20 @@ class ZooState:
 
     @property
     def broken(self) -> list[PluginInfo]:
+        """Plugins that did not load, the not-installed ones that ``ZOO_PLUGINS`` names included."""
         return [p for p in self.plugins if p.broken]
+
+    def unknown_name_hint(self) -> str:
+        """Why a name may be unknown, for an "unknown model" error: the plugins that failed to load or are missing."""
+        missing = [p.name for p in self.broken if not p.installed]
+        broken = [p.name for p in self.broken if p.installed]
+        parts = []
+        if missing:
+            parts.append(f"{ALLOWLIST_ENV} names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                         f"not installed")
+        if broken:
+            parts.append("broken plugins that may provide it: " + ", ".join(broken))
+        return "; ".join(parts)
 
 
 def normalize(name: str) -> str:
@@ -98,6 +126,17 @@ def _register(manager: pluggy.PluginManager, module: Any, info: PluginInfo) -> N
     info.hooks = sorted(hc.name for hc in callers)
 
 
+def _distribution(ep: metadata.EntryPoint) -> str:
+    return normalize(ep.dist.name) if ep.dist else ep.name
+
+
+def _precedence(ep: metadata.EntryPoint) -> tuple[bool, str, str]:
+    """The order plugins register in, which decides who keeps a name two of them register: the zoo's own
+    distributions (``zoo-*``) first, then the others; alphabetically within each group."""
+    dist = _distribution(ep)
+    return not dist.startswith(FIRST_PARTY_PREFIX), dist, ep.name
+
+
 def _discover(manager: pluggy.PluginManager) -> list[PluginInfo]:
     from zoo_core import __version__
 
@@ -108,10 +147,9 @@ def _discover(manager: pluggy.PluginManager) -> list[PluginInfo]:
         infos.append(info)
 
     allowed = allowlist()
-    entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
-                          key=lambda ep: (normalize(ep.dist.name) if ep.dist else "", ep.name))
+    entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_precedence)
     for ep in entry_points:
-        dist = normalize(ep.dist.name) if ep.dist else ep.name
+        dist = _distribution(ep)
         if allowed is not None and dist not in allowed:
             continue
         name = dist if sum(1 for e in entry_points if e.dist == ep.dist) == 1 else f"{dist}:{ep.name}"
@@ -120,17 +158,26 @@ def _discover(manager: pluggy.PluginManager) -> list[PluginInfo]:
         try:
             _register(manager, ep.load(), info)
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the zoo
-            info.error = _error_line(e)
+            info.fail(e)
+    found = {_distribution(ep) for ep in entry_points} | {CORE_DISTRIBUTION}
+    for dist in sorted((allowed or set()) - found):
+        infos.append(PluginInfo(dist, "-", "-", installed=False, error=(
+            f"{ALLOWLIST_ENV} names it, but no installed distribution of that name has a '{ENTRY_POINT_GROUP}' "
+            f"entry point")))
     return infos
 
 
 def _collect(manager: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
-    """Call each plugin's registration hooks in turn; commit what it registered only if it raised nothing."""
+    """Call each plugin's registration hooks in turn (in the plugins' precedence order, whatever pluggy's
+    ``tryfirst``/``trylast`` say); commit what a plugin registered only if it raised nothing and took no name that
+    an earlier plugin has."""
     registry = Registry()
+    order = {info.name: i for i, info in enumerate(infos)}
     by_name = {info.name: info for info in infos}
     for hook_name, table, kind in (("zoo_register_datasets", "datasets", DataSpec),
                                    ("zoo_register_models", "models", ModelSpec)):
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():  # in registration order
+        impls = sorted(getattr(manager.hook, hook_name).get_hookimpls(), key=lambda impl: order[impl.plugin_name])
+        for impl in impls:
             info = by_name[impl.plugin_name]
             if info.broken:
                 continue
@@ -144,14 +191,22 @@ def _collect(manager: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry
             try:
                 impl.function(**{arg: register for arg in impl.argnames})
             except Exception as e:  # noqa: BLE001
-                info.error = _error_line(e)
+                info.fail(e)
                 continue
-            for spec in specs:
-                if kind is ModelSpec:
-                    registry.add_model(spec, info.name)
-                else:
-                    registry.add_dataset(spec, info.name)
-                getattr(info, table).append(spec.name)
+            add = registry.add_model if kind is ModelSpec else registry.add_dataset
+            added: list[str] = []
+            try:
+                for spec in specs:
+                    add(spec, info.name)
+                    added.append(spec.name)
+            except DuplicateNameError as e:
+                for name in added:  # all or nothing: the plugin is refused
+                    getattr(registry, table).pop(name)
+                info.error = (f"{e.kind} {e.name!r} is registered twice by this plugin" if e.owner == info.name
+                              else f"refused: {e.kind} name {e.name!r} belongs to plugin {e.owner}, which "
+                                   f"registered it first")
+                continue
+            getattr(info, table).extend(added)
     for info in infos:
         if info.broken:  # a plugin that broke in a later hook loses what it registered in an earlier one
             for name in info.datasets:
@@ -202,7 +257,7 @@ def register_commands(group: Any) -> None:
             if taken:
                 raise ValueError(f"command name(s) {', '.join(taken)} already in use")
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the zoo
-            info.error = _error_line(e)
+            info.fail(e)
             group.commands.clear()
             group.commands.update(before)
             continue

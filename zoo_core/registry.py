@@ -329,10 +329,18 @@ class Registry:
     @staticmethod
     def _add(table: dict, kind: str, spec: ModelSpec | DataSpec) -> None:
         if spec.name in table:
-            other = table[spec.name].plugin
-            raise ZooError(f"{kind} {spec.name!r} is registered twice, by plugin {other!r} and by plugin "
-                           f"{spec.plugin!r}; uninstall one, or choose plugins with ZOO_PLUGINS")
+            raise DuplicateNameError(kind, spec.name, table[spec.name].plugin, spec.plugin)
         table[spec.name] = spec
+
+
+class DuplicateNameError(ZooError):
+    """A model or dataset name registered a second time; the first registration stays (the plugin loader refuses
+    the plugin that came second, see `zoo_core.plugins`)."""
+
+    def __init__(self, kind: str, name: str, owner: str, newcomer: str) -> None:
+        super().__init__(f"{kind} {name!r} is registered twice, by plugin {owner!r} and by plugin {newcomer!r}; "
+                         f"uninstall one, or choose plugins with ZOO_PLUGINS")
+        self.kind, self.name, self.owner, self.newcomer = kind, name, owner, newcomer
 
 
 # --- lookups: the public API, which the CLI uses too ---------------------------------------------------------------
@@ -369,10 +377,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return state.registry.models[name]
     except KeyError:
-        hint = ""
-        if state.broken:
-            hint = "broken plugins that may provide it: " + ", ".join(p.name for p in state.broken)
-        raise unknown("model", name, state.registry.models, hint=hint) from None
+        raise unknown("model", name, state.registry.models, hint=state.unknown_name_hint()) from None
 
 
 def get_data_spec(name: str) -> DataSpec:
@@ -446,7 +451,8 @@ def build_data(spec: ModelSpec, hparams: Mapping[str, Any], data_dir: str | None
 
 
 __all__ = [
-    "DataSpec", "GraphSpec", "ModelSpec", "Preset", "Registry", "TensorSpec", "Tolerance", "UnknownNameError",
+    "DataSpec", "DuplicateNameError", "GraphSpec", "ModelSpec", "Preset", "Registry", "TensorSpec", "Tolerance",
+    "UnknownNameError",
     "build_data", "build_model", "get_data", "get_data_spec", "get_model", "get_spec", "import_builder",
     "list_datasets", "list_models",
 ]

@@ -18,11 +18,16 @@ torch is imported inside the tests, not here: this module is loaded by every pyt
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+HEAVY_MODULES = ("torch", "torchvision", "torchaudio", "numpy", "pandas", "scipy", "sklearn", "matplotlib", "onnx",
+                 "onnxruntime", "onnxscript", "PIL", "cv2", "tensorflow", "jax", "transformers")
+"""Top-level modules that loading a plugin must not import: ``zoo list`` and ``zoo info`` stay well under a second."""
 
 MARKERS = {
     "gpu": "needs CUDA; skipped where there is none",
@@ -125,8 +130,46 @@ class ModelContract:
         if "model_name" in metafunc.fixturenames:
             metafunc.parametrize("model_name", self._names())
 
+    def _plugins(self) -> list[str]:
+        """The distributions under test: `plugin`, or those that registered `models`."""
+        if self.plugin is not None:
+            return [self.plugin]
+        from zoo_core import get_spec
+
+        return sorted({get_spec(name).plugin for name in self._names()})
+
     def test_plugin_registers_models(self) -> None:
-        assert self._names(), f"no model is registered by plugin {self.plugin!r} (is it installed? see zoo plugins)"
+        """The plugin loaded (not broken, not missing) and registered models."""
+        if self._names():
+            return
+        from zoo_core import plugins
+
+        info = next((p for p in plugins.load().plugins if p.name == self.plugin), None)
+        if info is None:
+            pytest.fail(f"plugin {self.plugin!r} is not installed, or {plugins.ALLOWLIST_ENV} leaves it out "
+                        f"(see `zoo plugins`)")
+        if info.broken:
+            pytest.fail(f"plugin {self.plugin!r} is installed but broken: {info.error} "
+                        f"(`zoo --debug plugins` shows the traceback)")
+        pytest.fail(f"plugin {self.plugin!r} loads but registers no model")
+
+    def test_plugin_loads_without_heavy_imports(self) -> None:
+        """Loading the plugin (its plugin module and its commands, as every ``zoo list`` does) imports no torch,
+        numpy or other heavy library: they belong in the modules its builder strings name."""
+        import os
+        import subprocess
+        import sys
+
+        code = ("import sys, zoo_core.plugins as p, zoo_core.cli as c; p.load(); p.register_commands(c.cli); "
+                "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+        for dist in self._plugins():
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "ZOO_PLUGINS": dist})
+            assert proc.returncode == 0, proc.stderr
+            heavy = sorted(set(proc.stdout.split()) & set(HEAVY_MODULES))
+            assert not heavy, (f"loading plugin {dist} imports {', '.join(heavy)}: every `zoo list` pays for that "
+                               f"(seconds); import them in the model modules the builder strings name, or inside "
+                               f"command functions")
 
     def test_spec_is_complete(self, model_name: str) -> None:
         from zoo_core import get_data_spec, get_spec
@@ -187,6 +230,36 @@ class ModelContract:
         model.training_step(batch)["loss"].backward()
         optimizer.step()
         assert loss() < before
+
+    def test_loss_is_a_mean_over_examples(self, model_name: str) -> None:
+        """A batch's loss is the mean of its examples' losses (weighted by `Model.batch_weight`): a loss that
+        broadcasts labels against outputs of another shape (labels ``(n,)`` against outputs ``(n, 1)`` give an
+        ``(n, n)`` matrix of errors) mixes examples and fails here, although its training step still runs."""
+        import torch
+
+        from zoo_core import get_data, get_model
+
+        torch.manual_seed(0)
+        model = get_model(model_name, preset=self.preset).eval()
+        batch = tuple(get_data(model_name, preset=self.preset).example_batch(4))
+        n = len(batch[-1])
+        if n < 2:
+            pytest.skip(f"the data has {n} example: a loss over one example cannot mix examples")
+        with torch.no_grad():
+            whole = float(model.validation_step(batch)["loss"])
+            total = weights = 0.0
+            for i in range(n):
+                one = tuple(t[i:i + 1] for t in batch)
+                weight = float(model.batch_weight(one))
+                if weight:  # an example with no target tokens has no loss of its own
+                    total += weight * float(model.validation_step(one)["loss"])
+                    weights += weight
+            outputs = model(*batch[:-1])
+        shapes = (f"outputs {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else "outputs") + (
+            f", labels {tuple(batch[-1].shape)}")
+        assert math.isclose(whole, total / weights, rel_tol=1e-4, abs_tol=1e-6), (
+            f"the loss of a batch of {n} is {whole:.6g}, the mean of its examples' losses {total / weights:.6g} "
+            f"({shapes}): does the loss broadcast labels against outputs of another shape?")
 
     def test_trains_with_the_trainer(self, model_name: str, tmp_path: Path) -> None:
         """A few steps through the shared Trainer: finite metrics, a checkpoint and metrics.jsonl."""
