@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -18,26 +19,51 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from zoo_core.errors import IntegrityError, ZooError
+from zoo_core.errors import IntegrityError, NoSpaceError, ZooError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+
+
+def no_space_error(e: BaseException, path: str | os.PathLike | None = None) -> NoSpaceError | None:
+    """A one-line `NoSpaceError` naming the file if `e` says its device is full (an ``OSError`` with ENOSPC or
+    EDQUOT, or a library's error wrapping one, like safetensors' "I/O error: No space left on device (os error
+    28)"); None for any other error."""
+    if isinstance(e, NoSpaceError):
+        return e
+    if isinstance(e, OSError) and e.errno in _NO_SPACE:
+        path = path or e.filename
+    elif not any(text in str(e) for text in _NO_SPACE_TEXT):
+        return None
+    where = f" writing {path}" if path else ""
+    return NoSpaceError(f"no space left on device{where}: free some space, or pass --out on another disk")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds, sync it and rename it to `path`."""
+    """Yield a temporary path beside `path`; when the block succeeds, sync it and rename it to `path`.
+
+    The temporary file never outlives the block. A full disk is a `NoSpaceError` naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would have created it; some writers use 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would have created it; some writers use 0600
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except Exception as e:
+        full = no_space_error(e, path)
+        if full is None or full is e:
+            raise
+        raise full from e
 
 
 def _umask() -> int:
@@ -130,6 +156,21 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def rewrite_manifest_in_place(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """`write_manifest` for a full disk, where even the few kB of a new temporary file are not to be had: overwrite
+    the manifest's own file, whose blocks are already allocated (a manifest grows by far less than a block when a
+    run is marked failed). Not atomic: only for recording why a run failed, when nothing else can be written."""
+    manifest["schema_version"] = SCHEMA_VERSION
+    manifest["files"] = file_records(run_dir)
+    data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    with open(run_dir / MANIFEST, "r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+    return manifest
+
+
 def list_runs(out: str | os.PathLike, model: str) -> list[Path]:
     """The runs of `model` under `out`, oldest first."""
     folder = Path(out) / model
@@ -145,15 +186,24 @@ def resolve_run(out: str | os.PathLike, model: str, run: str | None = None) -> P
             if (candidate / MANIFEST).is_file():
                 return candidate
         raise ZooError(f"no run {run!r} of {model}: neither a run directory nor a run id under {Path(out) / model}")
-    finished = [r for r in list_runs(out, model) if _status(r) == "completed"]
+    runs = list_runs(out, model)
+    finished = [r for r in runs if _status(r) == "completed"]
     if not finished:
-        raise ZooError(f"no finished run of {model} under {Path(out) / model}; train one with `zoo train {model}`"
-                       + (" (or pass --out)" if not Path(out).exists() else ""))
+        newest = ""
+        if runs:
+            status, error = _status(runs[-1]), _manifest_field(runs[-1], "error")
+            newest = f" (the newest, {runs[-1].name}, is {status}" + (f": {error})" if error else ")")
+        raise ZooError(f"no finished run of {model} under {Path(out) / model}{newest}; train one with "
+                       f"`zoo train {model}`" + (" (or pass --out)" if not Path(out).exists() else ""))
     return finished[-1]
 
 
 def _status(run_dir: Path) -> str | None:
+    return _manifest_field(run_dir, "status")
+
+
+def _manifest_field(run_dir: Path, key: str) -> Any:
     try:
-        return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8")).get("status")
+        return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError):
         return None

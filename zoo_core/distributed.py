@@ -2,17 +2,39 @@
 
 The zoo does not launch processes or invent communication: ``torchrun`` starts them and sets RANK, LOCAL_RANK and
 WORLD_SIZE; the trainer joins the process group (nccl on CUDA, gloo on CPU) and wraps the model in DDP.
+
+Leaving the group is the delicate part. ``dist.destroy_process_group()`` only drops the references that
+``torch.distributed`` keeps; the group itself (for gloo: its worker threads and its connections to the other ranks)
+lives on while anything else refers to it, and is then torn down during interpreter shutdown. A gloo worker thread
+that is still finishing the last collective there (a descheduled thread on a busy machine) needs the GIL to free a
+tensor, which a finalizing interpreter answers by ending the thread: ``terminate called without an active
+exception``, SIGABRT, and torchrun reports the whole job failed although it trained. Two things kept the group alive
+after training: `torch.distributed.nn.functional`, which DDP imports and whose functions take ``group=group.WORLD``
+as a default argument (evaluated at import: the group of the moment, forever), and DDP's own reference cycle. So
+`init_process_group` imports that module first (its defaults then capture None), and `destroy_process_group`
+collects the cycle first: the group's destructor then joins its threads before `destroy_process_group` returns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Iterable
+import re
+import signal
+import threading
+import traceback
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+KILL_AT_STEP_ENV = "ZOO_TEST_KILL_AT_STEP"
+"""For fault-tolerance tests: ``RANK:STEP`` makes that rank kill itself (SIGKILL, like a lost machine) right after
+optimiser step STEP, in the first attempt of a torchrun job only (a restarted attempt runs normally)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,24 @@ class DistEnv:
         return self.world_size > 1
 
     @property
+    def restart_count(self) -> int:
+        """How many times torchrun has restarted this job (``--max-restarts``); 0 in its first attempt."""
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+    @property
+    def job_id(self) -> str | None:
+        """The torchrun job this process belongs to (its rendezvous run id, the same in every attempt); None outside
+        torchrun."""
+        return os.environ.get("TORCHELASTIC_RUN_ID") if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+    def kill_at_step(self) -> int | None:
+        """The step after which this process must kill itself (see `KILL_AT_STEP_ENV`), or None."""
+        rank, _, step = os.environ.get(KILL_AT_STEP_ENV, "").partition(":")
+        if not step or int(rank) != self.rank or self.restart_count > 0:
+            return None
+        return int(step)
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -43,8 +83,67 @@ def init_process_group(env: DistEnv, device: torch.device) -> bool:
         return False
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
+    import torch.distributed.nn.functional  # noqa: F401 - before the group exists: see the module docstring
+
     dist.init_process_group(backend=backend, **kwargs)
     return True
+
+
+def destroy_process_group(error: BaseException | None = None) -> None:
+    """Leave the process group so that it is gone, threads joined and connections closed, when this returns.
+
+    `error` is the exception that is ending training, if any: the locals of its traceback's frames (the DDP wrapper,
+    which holds the group) are cleared first, so that they cannot keep the group alive until interpreter shutdown.
+    """
+    if error is not None:
+        traceback.clear_frames(error.__traceback__)
+    gc.collect()  # DistributedDataParallel sits in a reference cycle that holds the group
+    dist.destroy_process_group()
+
+
+class Terminated(Exception):
+    """This process received SIGTERM: torchrun sends it to every worker of a job when one of them fails or is lost
+    (and when torchrun itself is stopped)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises(env: DistEnv) -> Iterator[None]:
+    """Under torchrun, let SIGTERM raise `Terminated` in the training loop instead of ending the process on the spot,
+    so that the run's manifest can say why training stopped. Elsewhere (or off the main thread) nothing changes.
+
+    If training fails (a lost worker shows first as a failed collective, and torchrun's SIGTERM follows a moment
+    later), SIGTERM is ignored from then on: this process is on its way out, recording the failure, and torchrun
+    kills it anyway if it lingers.
+    """
+    if not env.distributed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated("torchrun stopped this worker (SIGTERM), as it does when another worker of the job is lost")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    except BaseException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGTERM, previous)
+
+
+_PEER_LOST = re.compile(r"Connection (reset|closed) by peer|Broken pipe|gloo/transport|NCCL communicator was aborted")
+
+
+def lost_worker(e: BaseException) -> str | None:
+    """Why `e` says another worker of the job is gone (SIGTERM from torchrun, or a collective whose peer's connection
+    dropped), in a few words; None if it says nothing of the kind."""
+    if isinstance(e, Terminated):
+        return str(e)
+    text = " ".join(str(e).split())
+    if not (isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and _PEER_LOST.search(text))):
+        return None
+    text = re.sub(r"^\[[^\]]*\] ", "", text)  # gloo's "[.../pair.cc:545] " source location
+    return "a collective failed: " + text.split(". This is typically")[0]
 
 
 def all_reduce_sum(tensor: Tensor) -> None:

@@ -33,6 +33,14 @@ class NonFiniteLossError(ZooError, ArithmeticError):
     """Training produced a NaN or infinite loss."""
 
 
+class NoSpaceError(ZooError, OSError):
+    """A file could not be written for lack of space (or quota) on its device."""
+
+
+class WorkerLostError(ZooError):
+    """Distributed training stopped because another process of the job died or stopped answering."""
+
+
 class TrainingInterrupted(ZooError):
     """Training was stopped by the user (Ctrl-C) after its checkpoint was saved."""
 

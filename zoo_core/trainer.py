@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import math
+import os
+import shutil
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from zoo_core import distributed
-from zoo_core.artifacts import check_hashes, file_records, replace_dir, write_json
+from zoo_core.artifacts import atomic_path, check_hashes, file_records, no_space_error, replace_dir, write_json
 from zoo_core.data.module import DataModule, TensorLoader
 from zoo_core.devices import channels_last, resolve_device, resolve_precision, tf32
 from zoo_core.distributed import DistEnv
-from zoo_core.errors import IntegrityError, NonFiniteLossError, TrainingInterrupted, ZooError
+from zoo_core.errors import (
+    IntegrityError, NonFiniteLossError, NoSpaceError, TrainingInterrupted, WorkerLostError, ZooError,
+)
 from zoo_core.metrics import MetricAccumulator, plot_curves, write_jsonl
-from zoo_core.model import Model, Optimizer
+from zoo_core.model import Classifier, Model, Optimizer
 from zoo_core.weights import load_weights, save_weights
 
 CHECKPOINT_DIR = "checkpoint"
@@ -152,12 +158,19 @@ class Trainer:
         device = resolve_device(self.device, env.local_rank)
         precision = resolve_precision(self.precision, device)
         joined = distributed.init_process_group(env, device)
+        error: BaseException | None = None
         try:
-            with tf32(device.type == "cuda"):  # TF32 for training on CUDA; parity turns it off
+            with tf32(device.type == "cuda"), distributed.sigterm_raises(env):  # TF32: training on CUDA only
                 return self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
+        except distributed.Terminated as e:  # outside the epoch loop, which says where it stopped
+            error = WorkerLostError(f"training stopped: {e}")
+            raise error from e
+        except BaseException as e:
+            error = e
+            raise
         finally:
-            if joined:
-                torch.distributed.destroy_process_group()
+            if joined:  # really gone before we return: see zoo_core.distributed
+                distributed.destroy_process_group(error)
 
     # --- the loop --------------------------------------------------------------------------------------------------
     def _fit(self, model: Model, data: DataModule, env: DistEnv, device: torch.device, precision: str,
@@ -184,6 +197,7 @@ class Trainer:
         reduce = distributed.all_reduce_sum if env.distributed else None
         train_loader = self._prepare(data.train_dataloader(), device, env, pad=True, channels_last=channels_last)
         val_loader = self._prepare(data.val_dataloader(), device, env, pad=False, channels_last=channels_last)
+        _check_labels(model, {"training": train_loader, "validation": val_loader})
         if self.compile:
             # in place (nn.Module.compile): parameter names, checkpoints and exports stay those of the plain model
             model.compile(**({"backend": self.compile} if isinstance(self.compile, str) else {}))
@@ -192,6 +206,7 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         recent_losses = torch.zeros(self.log_every_n_steps, device=device)  # checked for NaN/inf once per interval
         write = env.is_main and self.run_dir is not None
+        kill_at = env.kill_at_step()
         stop = False
         best_weights = self._load_best(ckpt_path, model) if ckpt_path is not None else None
 
@@ -221,6 +236,8 @@ class Trainer:
                     recent_losses[pending].copy_(loss.detach())
                     pending += 1
                     state.step += 1
+                    if state.step == kill_at:  # a fault-tolerance test: this process is lost here
+                        os.kill(os.getpid(), signal.SIGKILL)
                     state.batch += 1
                     state.examples += len(batch[0]) * env.world_size
                     stop = self.max_steps is not None and state.step >= self.max_steps
@@ -270,6 +287,14 @@ class Trainer:
                             and state.epoch < self.max_epochs):
                         self.log(f"early stopping: {model.monitor[0]} has not improved for {state.bad_epochs} "
                                  f"epochs; keeping epoch {state.best_epoch}'s weights")
+            except Exception as e:
+                reason = distributed.lost_worker(e) if env.distributed else None
+                if reason is None:
+                    raise
+                # no new checkpoint: this rank's last step may have gone half through; the epoch's checkpoint is whole
+                kept = (f"; the last checkpoint is {self.run_dir / CHECKPOINT_DIR}"
+                        if self.run_dir is not None and (self.run_dir / CHECKPOINT_DIR).is_dir() else "")
+                raise WorkerLostError(f"training stopped at epoch {epoch + 1}, step {state.step}: {reason}{kept}") from e
             except KeyboardInterrupt:
                 if bar is not None:
                     bar.close()
@@ -319,16 +344,10 @@ class Trainer:
     def _save_best(self, model: Model, record: dict[str, Any], state: _Progress) -> None:
         """Keep the best epoch's weights in ``best/`` (swapped in whole, like a checkpoint)."""
         assert self.run_dir is not None
-        tmp = self.run_dir / f".{BEST_DIR}.tmp"
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_weights(model, tmp / "model.safetensors")
-        write_json(tmp / "best.json", {"files": file_records(tmp), "epoch": state.best_epoch, "step": state.step,
-                                       "monitor": model.monitor[0], "value": record[model.monitor[0]]})
-        replace_dir(tmp, self.run_dir / BEST_DIR)
+        with _folder_swapped_in(self.run_dir / BEST_DIR) as tmp:
+            save_weights(model, tmp / "model.safetensors")
+            write_json(tmp / "best.json", {"files": file_records(tmp), "epoch": state.best_epoch, "step": state.step,
+                                           "monitor": model.monitor[0], "value": record[model.monitor[0]]})
 
     def _load_best(self, ckpt_path: Path, model: Model) -> dict[str, Tensor] | None:
         """On resume: the best epoch's weights kept beside the checkpoint, checked against their hashes."""
@@ -406,24 +425,22 @@ class Trainer:
         to a new folder, then swap it in place of the previous checkpoint."""
         assert self.run_dir is not None
         target = self.run_dir / CHECKPOINT_DIR
-        tmp = self.run_dir / f".{CHECKPOINT_DIR}.tmp"
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_weights(model, tmp / "model.safetensors")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        trainer_state = io.BytesIO()  # written by Python's file I/O below, whose errors say what went wrong
         torch.save({"optimizer": optimizer.state_dict(), "metrics": train_metrics.state_dict(), "rng": rng,
                     "progress": {"epoch": state.epoch, "batch": state.batch, "step": state.step,
                                  "seconds": state.seconds, "examples": state.examples, "units": state.units,
                                  "history": json.dumps(state.history), "best_epoch": state.best_epoch,
                                  "bad_epochs": state.bad_epochs},
-                    "seed": self.seed}, tmp / "state.pt")
-        write_json(tmp / "checkpoint.json", {"files": file_records(tmp), "epoch": state.epoch, "step": state.step})
-        replace_dir(tmp, target)
+                    "seed": self.seed}, trainer_state)
+        with _folder_swapped_in(target) as tmp:
+            save_weights(model, tmp / "model.safetensors")
+            with atomic_path(tmp / "state.pt") as path:
+                path.write_bytes(trainer_state.getbuffer())
+            write_json(tmp / "checkpoint.json", {"files": file_records(tmp), "epoch": state.epoch,
+                                                 "step": state.step})
         return target
 
     def _load_checkpoint(self, path: Path, model: Model, optimizer: Optimizer, train_metrics: MetricAccumulator,
@@ -448,6 +465,54 @@ class Trainer:
         return _Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], seconds=p["seconds"],
                          examples=p["examples"], units=p.get("units", 0.0), history=json.loads(p["history"]),
                          best_epoch=p.get("best_epoch", 0), bad_epochs=p.get("bad_epochs", 0))
+
+
+@contextlib.contextmanager
+def _folder_swapped_in(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `target`; when the block succeeds, it replaces `target` whole. On
+    failure (a full disk, Ctrl-C) the temporary folder is removed and `target` is left as it was."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        replace_dir(tmp, target)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = no_space_error(e, target)
+        if full is None:
+            raise
+        # name the file by where it was going (checkpoint/model.safetensors), not by the folder just removed
+        raise NoSpaceError(str(full).replace(str(tmp), str(target))) from e
+
+
+@torch.no_grad()
+def _check_labels(model: Model, loaders: dict[str, TensorLoader]) -> None:
+    """Before the first step: a classifier's labels must lie in ``[0, classes)``, where ``classes`` is the size of the
+    last dimension of its output (one forward pass on two examples, in eval mode). Otherwise training would end in an
+    ``IndexError`` at some step (or a device-side assert on CUDA) instead of a user error. Reads each split's label
+    range once (one host sync per split), never per step."""
+    if not isinstance(model, Classifier):
+        return
+    classes = None
+    for split, loader in loaders.items():
+        labels = loader.tensors[-1]
+        if not loader.dataset_size or labels.is_floating_point():
+            continue  # no data, or class probabilities rather than class indices
+        if classes is None:
+            batch = tuple(t[:2] for t in loader.tensors)
+            batch = loader.transform(batch) if loader.transform else batch
+            was_training = model.training
+            model.eval()
+            classes = model(*batch[:-1]).shape[-1]
+            model.train(was_training)
+        low, high = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
+        if low < 0 or high >= classes:
+            fix = (f" (--set num_outputs={high + 1})" if "num_outputs" in getattr(model, "hparams", {}) and low >= 0
+                   else "")
+            raise ZooError(f"the {split} labels run from {low} to {high}, but {type(model).__name__} scores "
+                           f"{classes} classes (labels 0 to {classes - 1}): give the model as many outputs as the "
+                           f"data has classes{fix}")
 
 
 def _to_channels_last(transform: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]] | None) -> Callable:

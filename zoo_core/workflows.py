@@ -20,15 +20,16 @@ import torch
 
 from zoo_core import __version__
 from zoo_core.artifacts import (
-    check_hashes, create_run_dir, read_manifest, resolve_run, write_manifest,
+    check_hashes, create_run_dir, list_runs, no_space_error, read_manifest, resolve_run, rewrite_manifest_in_place,
+    write_manifest,
 )
 from zoo_core.devices import resolve_device, resolve_precision
 from zoo_core.distributed import DistEnv
-from zoo_core.errors import NonFiniteLossError, TrainingInterrupted, ZooError
+from zoo_core.errors import NoSpaceError, TrainingInterrupted, WorkerLostError, ZooError
 from zoo_core.hparams import accepted_arguments, parse_assignments, resolve_overrides
 from zoo_core.model import Model
 from zoo_core.registry import (
-    GraphSpec, ModelSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
+    GraphSpec, ModelSpec, TensorSpec, build_data, build_model, data_class, get_data_spec, get_spec, model_class,
 )
 from zoo_core.trainer import CHECKPOINT_DIR, Trainer
 from zoo_core.weights import load_weights, save_weights
@@ -86,7 +87,30 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     threads (fewer than the cores can be faster on a shared machine; also a speed setting). `command` is recorded in
     the manifest (the CLI passes its command line). Under torchrun, only rank 0 writes and returns the folder; the
     other ranks return None.
+
+    Whatever ends a run early once its folder exists (an error of any kind, Ctrl-C, a full disk) is recorded in its
+    manifest: status ``failed`` with the error in one line, or ``interrupted``.
     """
+    run: dict[str, Any] = {}  # the run's folder and manifest, once _train has them
+    try:
+        return _train(name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                      assignments=assignments, device=device, precision=precision, seed=seed, data_dir=data_dir,
+                      out=out, resume=resume, early_stop_patience=early_stop_patience, compile=compile,
+                      threads=threads, log=log, command=command, run=run)
+    except BaseException as e:
+        if not run:
+            raise
+        failure = _record_failure(name, run["dir"], run["manifest"], e)
+        if failure is e:
+            raise
+        raise failure from e
+
+
+def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
+           lr: float | None, assignments: Sequence[str], device: str, precision: str, seed: int | None,
+           data_dir: str | None, out: str | Path, resume: str | None, early_stop_patience: int | None,
+           compile: bool, threads: int | None, log: Log, command: str | None, run: dict[str, Any]) -> Path | None:
+    """`train`'s work; fills `run` with the run's folder and manifest (rank 0) as soon as they exist."""
     spec = get_spec(name)
     env = DistEnv.from_env()
     overrides = parse_assignments(assignments)
@@ -96,11 +120,19 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         overrides["batch_size"] = str(batch_size)
 
     ckpt = None
-    if resume is not None:
-        if overrides or preset != "book" or seed is not None or early_stop_patience is not None:
+    restarted = _restarted_run(out, name, env) if resume is None else None  # torchrun restarted this job
+    if restarted is not None and read_manifest(restarted).get("status") == "completed":
+        log(f"run {restarted} of this torchrun job has completed already")
+        return restarted if env.is_main else None
+    if resume is not None or restarted is not None:
+        if resume is not None and (overrides or preset != "book" or seed is not None
+                                   or early_stop_patience is not None):
             raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device, "
                            "--precision, --compile and --threads may change")
-        run_dir = resolve_run(out, name, resume)
+        run_dir = restarted or resolve_run(out, name, resume)
+        if restarted is not None and env.is_main:
+            log(f"torchrun restarted the job (restart {env.restart_count}): continuing run {run_dir} from its "
+                f"checkpoint")
         manifest = read_manifest(run_dir)
         if manifest.get("model") != name:
             raise ZooError(f"run {run_dir} is a run of {manifest.get('model')!r}, not of {name!r}")
@@ -133,6 +165,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     torch.manual_seed(seed)
     data = build_data(spec, data_hp, data_dir=data_dir)
     data.splits()  # load (or fail on missing data) before creating a run folder
+    to_predict = data.predict_inputs()  # the same: a data module checks here what writing its predictions needs
     if ckpt is None:
         model_hp = _with_data_hparams(spec, model_hp, data.model_hparams(), overrides)
     model = build_model(spec, model_hp)
@@ -140,7 +173,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     if env.is_main:
         if run_dir is None:
             run_dir = create_run_dir(out, name)
-            inputs, outputs = spec.io(preset)
+            inputs, outputs = _built_io(spec, preset, model)
             manifest = {
                 "model": name, "run_id": run_dir.name, "status": "running", "created": _now(),
                 "plugin": {"name": spec.plugin, "version": _version(spec.plugin)},
@@ -150,7 +183,9 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
                 "num_params": model.num_params(),
                 "inputs": [t.to_json() for t in inputs], "outputs": [t.to_json() for t in outputs],
                 "command": command,
+                **({"torchrun": {"job_id": env.job_id}} if env.job_id is not None else {}),
             }
+        run.update(dir=run_dir, manifest=manifest)
         vocabs = data.vocabs()
         for vocab_name, vocab in vocabs.items():  # the run predicts on its own: its vocabularies go with it
             vocab.save(run_dir / f"{vocab_name}.json")
@@ -167,17 +202,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     folds = data.folds()
     if folds and ckpt is not None:
         raise ZooError(f"run {run_dir} is cross-validated: it cannot resume (each fold starts afresh); train anew")
-    try:
-        cross_validation = _cross_validate(spec, model_hp, folds, seed, make_trainer, run_dir, log) if folds else None
-        result = make_trainer(run_dir, log).fit(model, data, ckpt_path=ckpt)
-    except (TrainingInterrupted, NonFiniteLossError) as e:
-        if env.is_main and run_dir is not None:
-            interrupted = isinstance(e, TrainingInterrupted)
-            manifest.update(status="interrupted" if interrupted else "failed", error=str(e), updated=_now())
-            write_manifest(run_dir, manifest)
-            if interrupted:
-                raise TrainingInterrupted(f"{e}; continue with: zoo train {name} --resume {run_dir}") from None
-        raise
+    cross_validation = _cross_validate(spec, model_hp, folds, seed, make_trainer, run_dir, log) if folds else None
+    result = make_trainer(run_dir, log).fit(model, data, ckpt_path=ckpt)
     if not env.is_main:
         return None
 
@@ -187,7 +213,6 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     if cross_validation is not None:  # the estimate of the final model's error, which has no held-out data
         metrics.update({f"cv_{k}": v for k, v in cross_validation["mean"].items()})
         manifest["cross_validation"] = cross_validation
-    to_predict = data.predict_inputs()
     if to_predict is not None:
         written = _predict(model, data, to_predict, run_dir)
         manifest["predictions"] = written.relative_to(run_dir).as_posix()
@@ -200,6 +225,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
                   if result.unit != "examples" else {}),
                "device": result.device, "precision": result.precision, "world_size": result.world_size,
                "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(), "compiled": compile,
+               **({"torchrun_restarts": env.restart_count} if env.job_id is not None else {}),
                **({"best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
                   if result.best_epoch is not None else {}),
                "machine": f"{platform.machine()} {platform.system()}"})
@@ -211,6 +237,68 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     log(f"{name}: {shown}  ({result.seconds:.1f}s, {speed} on {result.device}"
         + (f" x{result.world_size}" if result.world_size > 1 else "") + ")")
     return run_dir
+
+
+def _built_io(spec: ModelSpec, preset: str, model: Model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The forward pass's input and output specs of the model as built: the preset's, with the fixed sizes that
+    ``--set`` changed (``num_outputs=12`` makes the logits ``[batch, 12]``) taken from the model (one forward pass
+    on trace-size inputs, as the ONNX export does)."""
+    from zoo_core.export import concrete_graph
+
+    graph = concrete_graph(model, GraphSpec("model", *spec.io(preset)))
+    return graph.inputs, graph.outputs
+
+
+def _restarted_run(out: str | Path, name: str, env: DistEnv) -> Path | None:
+    """In a job that torchrun restarted (``--max-restarts``, after a worker was lost), the run its first attempt
+    made: the newest run of `name` under `out` that records this job's id and has a checkpoint (or has completed).
+    None in a first attempt, outside torchrun, or when that run never got to a checkpoint (it is then marked failed,
+    and the restart trains a new run). Every rank finds the same run: under several nodes, `out` must be a shared
+    folder, as for ``--resume`` (and the job needs its own ``--rdzv-id``)."""
+    if env.restart_count == 0 or env.job_id is None:
+        return None
+    for run_dir in reversed(list_runs(out, name)):
+        try:
+            manifest = read_manifest(run_dir)
+        except ZooError:
+            continue
+        if manifest.get("torchrun", {}).get("job_id") != env.job_id:
+            continue
+        if manifest.get("status") == "completed" or (run_dir / CHECKPOINT_DIR / "checkpoint.json").is_file():
+            return run_dir
+        if env.is_main and manifest.get("status") == "running":
+            manifest.update(status="failed", updated=_now(), error="torchrun restarted its job before the first "
+                                                                    "checkpoint; the restart trains a new run")
+            write_manifest(run_dir, manifest)
+        return None
+    return None
+
+
+def _record_failure(name: str, run_dir: Path, manifest: dict[str, Any], error: BaseException) -> BaseException:
+    """Write into the run's manifest how training ended: ``interrupted`` (Ctrl-C) or ``failed``, with the error in
+    one line. Returns the exception to raise in the error's place: a full disk becomes a `NoSpaceError` naming the
+    file; an interruption, a full disk or a lost worker says how to resume where there is a checkpoint to resume
+    from; any other error is returned as it is."""
+    shown = no_space_error(error) or error
+    interrupted = isinstance(error, (TrainingInterrupted, KeyboardInterrupt))
+    line = " ".join(str(shown).split()) or "interrupted"
+    if not isinstance(shown, (ZooError, KeyboardInterrupt)):
+        line = f"{type(shown).__name__}: {line}"
+    manifest.update(status="interrupted" if interrupted else "failed", error=line, updated=_now())
+    try:
+        try:
+            write_manifest(run_dir, manifest)
+        except NoSpaceError:
+            rewrite_manifest_in_place(run_dir, manifest)
+    except Exception as e:  # noqa: BLE001 - the error that ended training is the one to report
+        if isinstance(shown, ZooError):
+            return type(shown)(f"{shown}; {run_dir / 'manifest.json'} could not be updated either "
+                               f"({no_space_error(e) or e})")
+        return shown
+    resumable = (run_dir / CHECKPOINT_DIR / "checkpoint.json").is_file()
+    if isinstance(shown, (TrainingInterrupted, NoSpaceError, WorkerLostError)) and resumable:
+        return type(shown)(f"{shown}; continue with: zoo train {name} --resume {run_dir}")
+    return shown
 
 
 def _with_data_hparams(spec: ModelSpec, model_hp: dict[str, Any], from_data: dict[str, Any],
@@ -264,9 +352,14 @@ def finished_run(name: str, run: str | None, out: str | Path) -> tuple[ModelSpec
     manifest = read_manifest(run_dir)
     if manifest.get("model") != name:
         raise ZooError(f"run {run_dir} is a run of {manifest.get('model')!r}, not of {name!r}")
-    if manifest.get("status") != "completed":
-        raise ZooError(f"run {run_dir} did not finish (status {manifest.get('status')}); continue it with "
-                       f"`zoo train {name} --resume {run_dir}`")
+    status = manifest.get("status")
+    if status == "failed":
+        raise ZooError(f"run {run_dir} failed: {manifest.get('error') or 'no error recorded'}")
+    if status != "completed":
+        resumable = (run_dir / CHECKPOINT_DIR / "checkpoint.json").is_file()
+        raise ZooError(f"run {run_dir} did not finish (status {status}); "
+                       + (f"continue it with `zoo train {name} --resume {run_dir}`" if resumable else
+                          f"it has no checkpoint to continue from: train anew with `zoo train {name}`"))
     return spec, run_dir, manifest
 
 

@@ -100,6 +100,9 @@ class KaggleHouse(DataModule):
         return self.k_fold(self.num_folds) if self.num_folds > 1 and self.fold_index is None else []
 
     def predict_inputs(self) -> tuple[Tensor, ...]:
+        """The test rows; `zoo train` asks for them before training, so a missing pandas (which writes the
+        submission) fails then, not after every fold and the final fit."""
+        _pandas()
         self.splits()
         return (self._test[0],)
 
