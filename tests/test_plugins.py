@@ -295,22 +295,26 @@ def test_reading_specs_never_imports_torch(args):
     assert not imported & {"torch", "torchvision", "numpy", "onnx", "onnxruntime"}
 
 
-def readme_plugin(site, plugin_factory, num_params_tiny: int | None = None):
-    """The "Write your own plugin" example of README.md, written out as an installed distribution."""
+def readme_plugin(site, plugin_factory, num_params_tiny: int | None = None, csv_sha1: str | None = None):
+    """The "Write your own plugin" example of README.md, written out as an installed distribution: every
+    ``acme_zoo/*.py`` block; `num_params_tiny` replaces acme-mlp's tiny parameter count, `csv_sha1` the checksum of
+    the springs CSV."""
     import re
     import tomllib
-    from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = {m.group(2).strip(): m.group(3) for m in
               re.finditer(r"```(python|toml)\n# (\S+)\n(.*?)```", readme, re.S)}
     project = tomllib.loads(blocks["pyproject.toml"])["project"]
-    plugin = blocks["acme_zoo/plugin.py"]
+    files = {path: source for path, source in blocks.items() if path.startswith("acme_zoo/")}
+    assert set(files) == {"acme_zoo/plugin.py", "acme_zoo/data.py", "acme_zoo/model.py"}
     if num_params_tiny is not None:
-        plugin = plugin.replace("num_params=6370", f"num_params={num_params_tiny}")
-    plugin_factory(site, project["name"], {"acme_zoo/__init__.py": "", "acme_zoo/plugin.py": plugin,
-                                           "acme_zoo/model.py": blocks["acme_zoo/model.py"]},
-                   project["entry-points"]["zoo"])
+        files["acme_zoo/plugin.py"] = files["acme_zoo/plugin.py"].replace("num_params=6370",
+                                                                          f"num_params={num_params_tiny}")
+    if csv_sha1 is not None:
+        files["acme_zoo/data.py"] = re.sub(r'"[0-9a-f]{40}"', f'"{csv_sha1}"', files["acme_zoo/data.py"])
+    plugin_factory(site, project["name"], {"acme_zoo/__init__.py": "", **files}, project["entry-points"]["zoo"])
+    assert project["optional-dependencies"]["dev"] == ["zoo-core[dev]"]  # `pip install -e '.[dev]'` brings pytest
     return site, blocks["tests/test_contract.py"]
 
 
@@ -328,14 +332,56 @@ def test_the_readme_plugin_gets_the_contract_suite(plugin_factory, tmp_path):
 
     good = pytest_run(site)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert " passed" in good.stdout and "failed" not in good.stdout and "tiny-mlp" in subprocess.run(
+    assert " passed" in good.stdout and "failed" not in good.stdout and "acme-springs-mlp" in subprocess.run(
         [sys.executable, "-m", "zoo_core", "list"], capture_output=True, text=True,
         env={**os.environ, **pythonpath(site)}).stdout
 
     lying, _ = readme_plugin(tmp_path / "lying", plugin_factory, num_params_tiny=6371)
     bad = pytest_run(lying)
     assert bad.returncode == 1
-    assert "test_card_matches_built_model[tiny-mlp-tiny]" in bad.stdout and "1 failed" in bad.stdout
+    assert "test_card_matches_built_model[acme-mlp-tiny]" in bad.stdout and "1 failed" in bad.stdout
+
+
+def test_the_readme_plugins_dataset_reads_its_file_and_checks_it(plugin_factory, tmp_path, zoo):
+    """The README's dataset on its real file: found through --data-dir, checked against its SHA-1, trained on; a
+    file that does not match, or none, is one line naming it."""
+    import hashlib
+
+    rows = ["load,stiffness,extension"] + [f"{load},{k},{load / k:.4f}" for load in range(1, 11) for k in (1, 2, 4, 5)]
+    data = tmp_path / "data"
+    (data / "acme").mkdir(parents=True)
+    (data / "acme" / "springs.csv").write_text("\n".join(rows) + "\n")
+    sha1 = hashlib.sha1((data / "acme" / "springs.csv").read_bytes()).hexdigest()
+    site, _ = readme_plugin(tmp_path / "site", plugin_factory, csv_sha1=sha1)
+    env = {**pythonpath(site), "ZOO_OFFLINE": "1"}
+    out = tmp_path / "out"
+    trained = zoo("train", "acme-springs-mlp", "--epochs", "2", "--data-dir", str(data), "--out", str(out), env=env)
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((Path(trained.stdout.strip()) / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["data"]["name"] == "acme-springs"
+    assert manifest["train"]["examples"] == 2 * 32  # 80% of 40 rows, two epochs
+
+    wrong, _ = readme_plugin(tmp_path / "wrong", plugin_factory, csv_sha1="0" * 40)
+    zoo("train", "acme-springs-mlp", "--data-dir", str(data), "--out", str(out), env={**pythonpath(wrong),
+        "ZOO_OFFLINE": "1"}).assert_one_line_error("springs.csv")
+    zoo("train", "acme-springs-mlp", "--data-dir", str(tmp_path / "empty"), "--out", str(out), env={
+        **env, "ZOO_DATA": str(tmp_path / "empty")}).assert_one_line_error("acme-springs: missing acme/springs.csv")
+
+
+def test_info_layers_warns_when_the_card_miscounts_parameters(plugin_factory, tmp_path, zoo):
+    """README's example plugin with a card that says 6,371 parameters for a model of 6,370."""
+    site, _ = readme_plugin(tmp_path / "site", plugin_factory, num_params_tiny=6371)
+    env = pythonpath(site)
+    lying = zoo("info", "acme-mlp", "--layers", "--preset", "tiny", env=env)
+    assert lying.returncode == 0 and "6,370 parameters" in lying.stdout
+    assert lying.stderr_lines == ["zoo: warning: the card of acme-mlp declares 6,371 parameters for its tiny preset, "
+                                  "the built model has 6,370: plugin acme-zoo should declare num_params=6370"]
+    as_json = zoo("info", "acme-mlp", "--layers", "--preset", "tiny", "--json", env=env)
+    assert json.loads(as_json.stdout) and len(as_json.stderr_lines) == 1  # JSON on stdout, the warning beside it
+    honest = zoo("info", "acme-mlp", "--layers", "--preset", "book", env=env)
+    assert honest.returncode == 0 and honest.stderr == ""
+    card = zoo("info", "acme-mlp", env=env)
+    assert "6,371 parameters" in card.stdout and "--layers builds the model and checks" in card.stdout
 
 
 def test_plugins_add_commands_and_a_taken_name_breaks_only_that_plugin(acme, plugin_factory, tmp_path, zoo):

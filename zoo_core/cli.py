@@ -125,7 +125,7 @@ def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
         rows.append(("tags", ", ".join(spec.tags)))
     for key, value in rows:
         click.echo(f"  {key:<9} {value}")
-    click.echo("  presets")
+    click.echo("  presets   (parameter counts as the card declares them; --layers builds the model and checks)")
     for preset_name, p in spec.presets.items():
         params = f"{p.num_params:,} parameters" if p.num_params is not None else "parameters not declared"
         click.echo(f"    {preset_name:<7} {params}" + (f": {p.summary}" if p.summary else ""))
@@ -138,8 +138,12 @@ def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
 
 
 def _layer_summary(spec: registry.ModelSpec, preset: str, as_json: bool) -> None:
-    spec.preset(preset)  # an unknown preset fails before torch is imported
+    declared = spec.preset(preset).num_params  # an unknown preset fails before torch is imported
     model = registry.get_model(spec.name, preset=preset)
+    if declared is not None and declared != model.num_params():
+        _err(f"warning: the card of {spec.name} declares {declared:,} parameters for its {preset} preset, the "
+             f"built model has {model.num_params():,}: plugin {spec.plugin} should declare num_params="
+             f"{model.num_params()}")
     rows = model.layer_summary()
     if as_json:
         _echo_json([{"name": n, "layer": kind, "output_shape": list(shape)} for n, kind, shape in rows])
