@@ -12,8 +12,9 @@ import pytest
 from zoo_core import IntegrityError, ZooError
 from zoo_core.artifacts import (
     MANIFEST, SCHEMA_VERSION, atomic_path, atomic_write_text, check_hashes, create_run_dir, list_runs, new_run_id,
-    read_manifest, replace_dir, resolve_run, write_json, write_manifest,
+    no_space_error, read_manifest, replace_dir, resolve_run, rewrite_manifest_in_place, write_json, write_manifest,
 )
+from zoo_core.errors import NoSpaceError
 
 
 def sha256(data: bytes) -> str:
@@ -201,6 +202,52 @@ def test_resolve_run_without_finished_runs(tmp_path):
         resolve_run(out, "toy")
     assert "--out" not in str(info.value)  # the folder exists: no hint about it
     assert "\n" not in str(info.value)
+
+
+def test_resolve_run_names_the_newest_runs_failure(tmp_path):
+    out = tmp_path / "artifacts"
+    run = make_run(out / "toy" / new_run_id(), status="failed")
+    manifest = json.loads((run / MANIFEST).read_text())
+    (run / MANIFEST).write_text(json.dumps({**manifest, "error": "labels out of range"}))
+    with pytest.raises(ZooError, match=rf"the newest, {run.name}, is failed: labels out of range\); train one"):
+        resolve_run(out, "toy")
+
+
+# --- a full disk --------------------------------------------------------------------------------------------------------
+
+def test_atomic_path_turns_a_full_disk_into_one_line_naming_the_file(tmp_path):
+    import errno
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(NoSpaceError, match=rf"^no space left on device writing {target}: free some space"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []  # the partial temporary file is gone
+
+
+@pytest.mark.parametrize(("error", "full"), [
+    (OSError(28, "No space left on device", "/x/y.json"), True),
+    (OSError(122, "Disk quota exceeded"), True),
+    (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"), True),
+    (OSError(13, "Permission denied"), False),
+    (ValueError("space"), False),
+])
+def test_no_space_error_recognises_full_disks_only(error, full):
+    converted = no_space_error(error, "/runs/a/metrics.jsonl")
+    assert (converted is not None) == full
+    if full:
+        assert str(converted).startswith("no space left on device writing /")
+
+
+def test_rewrite_manifest_in_place_keeps_the_file_and_records_hashes(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"w")
+    write_manifest(tmp_path, {"model": "toy", "status": "running"})
+    inode = (tmp_path / MANIFEST).stat().st_ino
+    rewrite_manifest_in_place(tmp_path, {"model": "toy", "status": "failed", "error": "no space"})
+    manifest = read_manifest(tmp_path)
+    assert manifest["status"] == "failed" and manifest["files"]["weights.bin"]["sha256"] == sha256(b"w")
+    assert (tmp_path / MANIFEST).stat().st_ino == inode  # written in place: no new file on a full disk
 
 
 # --- replacing folders -------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from zoo_core import (
 )
 from zoo_core import plugins
 from zoo_core.errors import unknown
-from zoo_core.registry import DataSpec, Registry, import_builder
+from zoo_core.registry import DataSpec, DuplicateNameError, Registry, import_builder
 
 CH3 = {"linreg-scratch", "linreg", "weight-decay-scratch", "weight-decay"}
 CH4 = {"softmax-scratch", "softmax"}
@@ -202,6 +202,9 @@ def test_registry_records_plugin_and_rejects_duplicates():
     message = str(info.value)
     assert "'toy'" in message and "'zoo-first'" in message and "'zoo-second'" in message
     assert registry.models["toy"].plugin == "zoo-first"  # the first registration is kept
+    assert isinstance(info.value, DuplicateNameError)  # what the plugin loader refuses a plugin with
+    assert (info.value.kind, info.value.name, info.value.owner, info.value.newcomer) == (
+        "model", "toy", "zoo-first", "zoo-second")
 
 
 def test_registry_duplicate_dataset_names_both_plugins():
