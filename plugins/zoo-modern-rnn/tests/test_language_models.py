@@ -170,6 +170,8 @@ def test_book_presets_are_the_books_recipes():
         assert book.model.get("num_layers", 1) == (2 if deep else 1)
         graphs = [g.name for g in get_spec(name).graph_specs("book")]
         assert graphs == (["step"] if name.endswith("scratch") else ["model", "step"])
+    assert get_spec("deep-rnn-lm-scratch").preset("book").model["sigma"] == 0.1  # see plugin.py: 0.01 starves it
+    assert "sigma" not in get_spec("gru-lm-scratch").preset("book").model  # the book's 0.01
     assert get_spec("deep-rnn-lm").preset("book").num_params == 13212  # nn.GRU(28, 32, 2) + Linear(32, 28)
     assert get_spec("gru-lm-scratch").preset("book").num_params == 6780  # 3 gates x (28x32 + 32x32 + 32) + 32x28 + 28
 
@@ -185,8 +187,10 @@ def test_predict_continues_a_prefix():
 
 # --- the book's figures (real data, minutes: -m slow) ------------------------------------------------------------
 # Validation perplexity at the book's epochs, seed 0; the d2l reference in the same conditions (issue 8): lstm-lm
-# 7.065, gru-lm 6.467, deep-gru-lm 6.435; targets: at most 2% above.
-TARGETS = {"lstm-lm": 7.21, "gru-lm": 6.60, "deep-rnn-lm": 6.56}
+# 7.065, gru-lm 6.467, deep-gru-lm 6.435; targets: at most 2% above. The reference has no from-scratch LSTM or GRU:
+# theirs is "a similar quality", here at most 5% above the concise reference (one seed moves gru-lm by +-0.2).
+TARGETS = {"lstm-lm": 7.21, "gru-lm": 6.60, "deep-rnn-lm": 6.56,
+           "lstm-lm-scratch": 7.42, "gru-lm-scratch": 6.79, "deep-rnn-lm-scratch": 6.76}
 
 
 @pytest.mark.data

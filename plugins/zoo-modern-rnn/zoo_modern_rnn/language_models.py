@@ -139,7 +139,8 @@ class DeepRNNLMScratch(_ScratchLM):
     """The deep RNN language model from scratch (d2l §10.3.1): `StackedRNNScratch` of `num_layers` GRUs (the
     book's text trains "a deep GRU"; its code stacks tanh RNNs) in the book's ``RNNLMScratch``. ``cell="lstm"``
     stacks LSTMs (the section's exercise). State ``H`` (and ``C``): (batch, num_layers, num_hiddens). Exports its
-    step graph only (a Python loop over time)."""
+    step graph only (a Python loop over time). Its book preset draws the weights with ``sigma=0.1``: with the
+    book's 0.01 the two-layer stack hardly trains in the book's 100 epochs (see plugin.py)."""
 
     layered = stacked = True
 
