@@ -2,8 +2,8 @@
 
     ZOO_DATA=../shared/data python benchmarks/seq2seq.py [--epochs 30] [--repeat 1] [--threads 1]
 
-The zoo side is what a user runs, in this process: ``zoo train seq2seq --threads T --seed i`` (`zoo_core.train`),
-``zoo export seq2seq --onnx`` (`zoo_core.export`: ``encoder.onnx``, ``decoder_step.onnx``, ``model.onnx``, each with
+The zoo side is what a user runs, in this process: ``zoo train seq2seq --threads T --seed i`` (`zoo_core.workflows.train`),
+``zoo export seq2seq --onnx`` (`zoo_core.workflows.export`: ``encoder.onnx``, ``decoder_step.onnx``, ``model.onnx``, each with
 its ONNX Runtime parity), ``zoo predict seq2seq SENTENCE...`` (`zoo_core.predict`) on both runtimes. The reference is
 the d2l-reference tool (``--reference CMD``; default ``../shared/tools/d2l-reference``) in its own process with
 ``OMP_NUM_THREADS=T``, the same thread count (``--reference-threads default`` leaves torch's own choice, 2 here).
@@ -40,7 +40,7 @@ from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
 from zoo_core.predict import predict
 from zoo_core.seq_metrics import bleu, corpus_bleu
 from zoo_core.text import BOS, EOS, PAD
-from zoo_core.workflows import finished_run, load_run_model, run_graphs
+from zoo_core.workflows import export, finished_run, load_run_model, run_graphs, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "tools" / "d2l-reference"
@@ -63,9 +63,9 @@ def val_masked_ce(model, data) -> float:
 
 
 def zoo_run(data, seed: int, epochs: int, threads: int, out: Path) -> dict:
-    run_dir = zoo_core.train("seq2seq", epochs=epochs, seed=seed, threads=threads, out=out, log=lambda line: None)
+    run_dir = train("seq2seq", epochs=epochs, seed=seed, threads=threads, out=out, log=lambda line: None)
     spec, run_dir, manifest = finished_run("seq2seq", str(run_dir), out)
-    zoo_core.export("seq2seq", run=str(run_dir), out=out, log=lambda line: None)
+    export("seq2seq", run=str(run_dir), out=out, log=lambda line: None)
     spec, run_dir, manifest = finished_run("seq2seq", str(run_dir), out)
     onnx = manifest["onnx"]["graphs"]
     parity = {name: g["parity"]["CPUExecutionProvider"]["passed"] for name, g in onnx.items()}
@@ -90,9 +90,9 @@ def zoo_run(data, seed: int, epochs: int, threads: int, out: Path) -> dict:
         identical[f"beam{beam}"] = f"{sum(a == b for a, b in zip(*found))}/{len(src)}"
         bleus[f"val_corpus_bleu_beam{beam}"] = round(corpus_bleu(
             [" ".join(tgt_vocab.to_tokens(ids)) for ids in found[0]], refs), 2)
-    train = manifest["train"]
-    return {"train_tgt_tokens_per_s": train["tokens_per_s"], "train_seconds": train["seconds"],
-            "train_tgt_tokens": train["tokens"], "threads": torch.get_num_threads(),
+    record = manifest["train"]
+    return {"train_tgt_tokens_per_s": record["tokens_per_s"], "train_seconds": record["seconds"],
+            "train_tgt_tokens": record["tokens"], "threads": torch.get_num_threads(),
             "val_loss": round(val_masked_ce(model, data), 4), "sentences": sentences,
             "predict_onnx_equals_torch": answers["onnx"] == answers["torch"], **bleus,
             "onnx_identical_to_torch": identical, "onnx_parity_passed": parity, "run": run_dir.name}

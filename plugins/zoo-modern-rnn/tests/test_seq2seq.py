@@ -349,13 +349,17 @@ def test_book_data_fits_the_book_preset():
 @pytest.mark.data
 @pytest.mark.slow
 def test_book_figures(tmp_path):
-    """The book's recipe (30 epochs, seed 0): validation masked CE at most the reference's + 2%; on the book's four
-    sentences a BLEU at least the reference's on each; greedy and beam search (4) token-identical on ONNX Runtime
-    and PyTorch for every validation sentence. About a minute on two idle cores."""
+    """The book's recipe (30 epochs, seed 0, one thread; 40-70 s here): the validation masked CE at most the
+    reference's + 2%; "go .", "i lost ." and "i'm home ." translated exactly (BLEU 1, as the reference and every seed
+    tried on both sides); greedy and beam search (4) token-identical on ONNX Runtime and PyTorch for every
+    validation sentence.
+
+    "he's calm ." is not asserted: no training pair holds "he's calm", and its translation is a matter of the seed
+    on both sides ("il est mouillé ." 0.658, "je suis calme ." 0.537, "soyez calme !" 0 ...; the reference's seed 0
+    gives "il est <unk> ." 0.658, the zoo's "soyez calme !"): benchmarks/seq2seq.py records it per seed."""
     from zoo_core.seq_metrics import bleu
 
     require_data("fra-eng")
-    torch.set_num_threads(2)
     torch.manual_seed(0)
     data, model = get_data("seq2seq", preset="book"), get_model("seq2seq", preset="book")
     result = Trainer(max_epochs=30, gradient_clip_val=1, device="cpu", seed=0, progress=False,
@@ -364,8 +368,9 @@ def test_book_figures(tmp_path):
     model.eval()
     g = list(graphs("book").values())
     translations = model.translate(list(BOOK_SENTENCES), data.src_vocab, data.tgt_vocab, 9, graphs=g)
-    for (en, (fr, ref_bleu)), pred in zip(BOOK_SENTENCES.items(), translations):
-        assert bleu(pred, fr, k=2) >= ref_bleu - 1e-3, f"{en} => {pred}"
+    for (en, (fr, _)), pred in zip(BOOK_SENTENCES.items(), translations):
+        if en != "he's calm .":
+            assert bleu(pred, fr, k=2) == 1.0, f"{en} => {pred}"
     files = {}
     for name in ("encoder", "decoder_step"):
         export_graph(model, graphs("book")[name], tmp_path / f"{name}.onnx")
