@@ -219,6 +219,14 @@ def test_packed_loss_is_the_forward_loss(preset):
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_packed_loss_of_a_batch_without_labels():
+    model = tiny().train()
+    src, tgt_in, valid = model.example_inputs(3)
+    loss = model.packed_loss((src, tgt_in, valid, torch.full((3, 9), model.tgt_pad)))
+    loss.backward()
+    assert loss.item() == 0.0
+
+
 def test_training_step_takes_the_packed_path_on_the_cpu(monkeypatch):
     model = tiny().train()
     batch = get_data("seq2seq", preset="tiny").example_batch()

@@ -210,6 +210,8 @@ class Seq2Seq(EncoderDecoder):
         src, tgt_in, tgt_out, lens = src[order], tgt_in[order], tgt_out[order], lens[order]
         lens_list = lens.tolist()
         batch_sizes = [n for n in (sum(1 for n_t in lens_list if n_t > t) for t in range(num_steps)) if n > 0]
+        if not batch_sizes:  # not one label: the forward pass's loss, 0 (the masked mean of nothing)
+            return self.loss(self(src, tgt_in, src_valid_len[order]), tgt_out)
         alive = (torch.arange(len(batch_sizes), device=src.device)[:, None] < lens[None, :])  # (steps, batch)
         # encoder: every step of every row, as the book's (the padding is read)
         state = self.encoder_states(src)                                            # [(batch, num_hiddens)] * L
