@@ -132,7 +132,7 @@ def test_fra_eng_synthetic_batches_and_vocabularies():
     assert all(t.dtype == torch.int64 for t in splits["train"])
     sv, tv = data.src_vocab, data.tgt_vocab
     assert data.vocabs() == {"src_vocab": sv, "tgt_vocab": tv}
-    assert data.model_hparams() == {"src_vocab_size": len(sv), "tgt_vocab_size": len(tv)}
+    assert data.model_hparams() == {"src_vocab_size": len(sv), "tgt_vocab_size": len(tv), "tgt_pad": tv["<pad>"]}
     assert (tgt_in[:, 0] == tv["<bos>"]).all() and torch.equal(tgt_in[:, 1:], tgt_out[:, :-1])
     assert torch.equal(valid, (src != sv["<pad>"]).sum(1))
     for row, n in zip(src.tolist(), valid.tolist()):  # <eos> last unless trimmed, then padding

@@ -233,4 +233,7 @@ class FraEng(DataModule):
         return {"src_vocab": self.src_vocab, "tgt_vocab": self.tgt_vocab}
 
     def model_hparams(self) -> dict[str, int]:
-        return {"src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab)}
+        """The vocabulary sizes and the target padding index (which the masked loss skips): a model that takes them
+        gets the data's, whatever ``--set`` did to the vocabularies."""
+        return {"src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab),
+                "tgt_pad": self.tgt_vocab["<pad>"]}
