@@ -176,7 +176,7 @@ def test_a_taken_name_refuses_only_the_later_plugin(acme, plugin_factory, tmp_pa
 def test_a_taken_name_leaves_the_first_party_plugins_tests_passing(plugin_factory, tmp_path):
     dup = plugin_factory(tmp_path / "dup", "dup-zoo", {"dup_zoo.py": tiny_plugin(name="softmax")}, {"dup": "dup_zoo"})
     tests = Path(__file__).resolve().parents[1] / "plugins" / "zoo-softmax" / "tests" / "test_contract.py"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), "-k",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", str(tests), "-k",
                            "registers_models or spec_is_complete or card_matches"], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **pythonpath(dup)})
     assert proc.returncode == 0, proc.stdout[-3000:]
