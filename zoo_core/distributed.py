@@ -85,7 +85,12 @@ def init_process_group(env: DistEnv, device: torch.device) -> bool:
     kwargs = {"device_id": device} if device.type == "cuda" else {}
     import torch.distributed.nn.functional  # noqa: F401 - before the group exists: see the module docstring
 
-    dist.init_process_group(backend=backend, **kwargs)
+    # torchrun's agent keeps its key-value store across the restarts of a job (--max-restarts), but the workers'
+    # keys in it carry no attempt number: a restarted rank could read the address its dead predecessor published
+    # and fail to connect ("Connection refused"). Each attempt gets keys of its own.
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"zoo/attempt-{env.restart_count}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, **kwargs)
     return True
 
 
