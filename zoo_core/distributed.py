@@ -4,15 +4,16 @@ The zoo does not launch processes or invent communication: ``torchrun`` starts t
 WORLD_SIZE; the trainer joins the process group (nccl on CUDA, gloo on CPU) and wraps the model in DDP.
 
 Leaving the group is the delicate part. ``dist.destroy_process_group()`` only drops the references that
-``torch.distributed`` keeps; the group itself (for gloo: its worker threads and its connections to the other ranks)
-lives on while anything else refers to it, and is then torn down during interpreter shutdown. A gloo worker thread
-that is still finishing the last collective there (a descheduled thread on a busy machine) needs the GIL to free a
-tensor, which a finalizing interpreter answers by ending the thread: ``terminate called without an active
-exception``, SIGABRT, and torchrun reports the whole job failed although it trained. Two things kept the group alive
-after training: `torch.distributed.nn.functional`, which DDP imports and whose functions take ``group=group.WORLD``
-as a default argument (evaluated at import: the group of the moment, forever), and DDP's own reference cycle. So
-`init_process_group` imports that module first (its defaults then capture None), and `destroy_process_group`
-collects the cycle first: the group's destructor then joins its threads before `destroy_process_group` returns.
+``torch.distributed`` keeps; the group itself (for gloo: two worker threads, an I/O thread and its connections to
+the other ranks) lives on while anything else refers to it, and is then torn down during interpreter shutdown, or
+not at all before the process exits. That is where a rank can abort after a job that trained
+(``terminate called without an active exception``, exit -6, torchrun reporting the whole job failed): a gloo thread
+that needs the GIL while the interpreter finalizes is ended by it, which C++ turns into ``std::terminate``. Two
+things kept the group alive after training: `torch.distributed.nn.functional`, which DDP imports and whose functions
+take ``group=group.WORLD`` as a default argument (evaluated at import: the group of the moment, forever), and DDP's
+own reference cycle. So `init_process_group` imports that module first (its defaults then capture None), and
+`destroy_process_group` collects the cycle first: the group's destructor joins its threads before
+`destroy_process_group` returns (tests/test_ddp.py counts them).
 """
 
 from __future__ import annotations
