@@ -104,7 +104,9 @@ def _kv(values: dict[str, Any]) -> str:
               help="Build the model and print each layer's output shape on one example (the book's layer_summary).")
 @click.option("--preset", default="book", show_default=True, help="The preset to build for --layers.")
 def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
-    """Show a model's card: chapter, dataset, presets and their hyper-parameters, parameters, inputs/outputs."""
+    """Show a model's card: chapter, dataset, presets and their hyper-parameters, parameters, inputs/outputs and
+    exported graphs. Builds each preset's model to warn where the card's parameter count is wrong (--json reads the
+    card only, without torch)."""
     state = plugins.load()
     spec = registry.get_spec(name)
     if layers:
@@ -125,7 +127,7 @@ def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
         rows.append(("tags", ", ".join(spec.tags)))
     for key, value in rows:
         click.echo(f"  {key:<9} {value}")
-    click.echo("  presets   (parameter counts as the card declares them; --layers builds the model and checks)")
+    click.echo("  presets")
     for preset_name, p in spec.presets.items():
         params = f"{p.num_params:,} parameters" if p.num_params is not None else "parameters not declared"
         click.echo(f"    {preset_name:<7} {params}" + (f": {p.summary}" if p.summary else ""))
@@ -135,15 +137,28 @@ def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
         inputs, outputs = spec.io(preset_name)
         if (inputs, outputs) != (spec.inputs, spec.outputs):
             click.echo(f"            io     {', '.join(map(str, inputs))} -> {', '.join(map(str, outputs))}")
+        if spec.graphs or p.graphs:  # generation models: the graphs `zoo export` writes
+            for g in spec.graph_specs(preset_name):
+                state = f"; state {', '.join(g.state)}" if g.state else ""
+                click.echo(f"            graph  {g.file} ({g.role}): {', '.join(map(str, g.inputs))} -> "
+                           f"{', '.join(map(str, g.outputs))}{state}" + (f" -- {g.summary}" if g.summary else ""))
+    for preset_name, p in spec.presets.items():  # the card against the built models (imports torch: after printing)
+        if p.num_params is not None:
+            _warn_num_params(spec, preset_name, registry.get_model(spec.name, preset=preset_name).num_params())
+
+
+def _warn_num_params(spec: registry.ModelSpec, preset: str, built: int) -> None:
+    """Warn when a card's declared parameter count is not the built model's (the contract suite fails it too)."""
+    declared = spec.preset(preset).num_params
+    if declared is not None and declared != built:
+        _err(f"warning: the card of {spec.name} declares {declared:,} parameters for its {preset} preset, the "
+             f"built model has {built:,}: plugin {spec.plugin} should declare num_params={built}")
 
 
 def _layer_summary(spec: registry.ModelSpec, preset: str, as_json: bool) -> None:
-    declared = spec.preset(preset).num_params  # an unknown preset fails before torch is imported
+    spec.preset(preset)  # an unknown preset fails before torch is imported
     model = registry.get_model(spec.name, preset=preset)
-    if declared is not None and declared != model.num_params():
-        _err(f"warning: the card of {spec.name} declares {declared:,} parameters for its {preset} preset, the "
-             f"built model has {model.num_params():,}: plugin {spec.plugin} should declare num_params="
-             f"{model.num_params()}")
+    _warn_num_params(spec, preset, model.num_params())
     rows = model.layer_summary()
     if as_json:
         _echo_json([{"name": n, "layer": kind, "output_shape": list(shape)} for n, kind, shape in rows])
