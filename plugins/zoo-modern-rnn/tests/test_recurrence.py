@@ -41,10 +41,18 @@ def test_values_and_gradients_equal_nn_grus(num_layers):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_one_hot_inputs_take_the_bias_with_the_weights():
+def test_token_indices_stand_for_one_hot_inputs():
     rnn = randomised_gru(2)
-    X = F.one_hot(torch.randint(0, I, (T, B)), I).float()
-    torch.testing.assert_close(gru_forward(rnn, X, one_hot=True), rnn(X)[0], atol=1e-6, rtol=1e-5)
+    tokens = torch.randint(0, I, (T, B))
+    G = torch.randn(T, B, H)
+    (rnn(F.one_hot(tokens, I).float())[0] * G).sum().backward()
+    want = [p.grad.clone() for p in rnn.parameters()]
+    rnn.zero_grad()
+    got = gru_forward(rnn, tokens)
+    torch.testing.assert_close(got, rnn(F.one_hot(tokens, I).float())[0], atol=1e-6, rtol=1e-5)
+    (got * G).sum().backward()
+    for a, b in zip((p.grad for p in rnn.parameters()), want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_initial_state_gradient():

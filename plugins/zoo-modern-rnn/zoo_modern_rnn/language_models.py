@@ -170,17 +170,22 @@ class _ConciseLM(_RecurrentLM):
     """GRUs train on the CPU through `zoo_modern_rnn.recurrence.gru_forward`: ``self.rnn``'s function and
     parameters, backpropagation through time written out (faster here); elsewhere, and in evaluation, ``self.rnn``."""
 
+    def one_hot(self, X: Tensor) -> Tensor:
+        """Token indices (...) -> one-hot vectors (..., vocab_size) float32, as rows of the identity (one gather;
+        ``F.one_hot(X).float()`` builds an int64 tensor first, ten times slower here)."""
+        eye = torch.eye(self.vocab_size, device=X.device)
+        return eye.index_select(0, X.reshape(-1)).view(*X.shape, self.vocab_size)
+
     def forward(self, X: Tensor) -> Tensor:  # (batch, num_steps) -> (batch, num_steps, vocab_size)
-        inputs = F.one_hot(X.T, self.vocab_size).float()  # (num_steps, batch, vocab_size)
         if (self.cell == "gru" and self.hand_bptt and X.device.type == "cpu" and torch.is_grad_enabled()
                 and not torch.compiler.is_exporting()):
-            outputs = gru_forward(self.rnn, inputs, one_hot=True)
+            outputs = gru_forward(self.rnn, X.T)  # token indices: the input gates are gathered
         else:
-            outputs, _ = self.rnn(inputs)  # (num_steps, batch, num_hiddens)
+            outputs, _ = self.rnn(self.one_hot(X.T))  # (num_steps, batch, num_hiddens)
         return self.linear(outputs).transpose(0, 1)  # time-major logits, seen batch-major (the loss reads them so)
 
     def _step(self, tokens: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        inputs = F.one_hot(tokens, self.vocab_size).float()[None]  # (1, batch, vocab_size)
+        inputs = self.one_hot(tokens)[None]  # (1, batch, vocab_size)
         outputs, rnn_state = self.rnn(inputs, self.rnn_state(state))
         return (self.linear(outputs[0]), *self.lm_state(rnn_state))
 

@@ -11,9 +11,10 @@ small products. Here the backward pass is one loop of its own, each step a handf
 gradients are one product over all steps. What made the difference on this machine is the layout: every tensor is
 *gate-major*, ``(3, num_steps, batch, h)`` (or ``(3, batch, h)`` for one step), so that every gate's slice that a
 kernel reads or writes is contiguous; slicing the gates out of ``(batch, 3h)`` rows (PyTorch's layout) made the same
-kernels slower than autograd. Measured on two busy cores, one thread, a whole training step of ``gru-lm``'s book
-preset: 1.22x faster than over ``nn.GRU`` (``deep-rnn-lm``: 1.06x, its second layer's input product
-costing what the recurrence saves).
+kernels slower than autograd. The first layer's input gates are gathered from token indices (rows of ``W_ih^T +
+b_ih``: one-hot inputs without the one-hot tensor). Measured on two busy cores, one thread, CPU time of a whole
+training step of the book presets, paired with the same step over ``nn.GRU``: ``gru-lm`` 1.22-1.32x faster;
+``deep-rnn-lm`` 0.99-1.14x (its second layer's input product costs about what the recurrence saves).
 
 The language models use it in training on the CPU only (`zoo_modern_rnn.language_models`); evaluation, prediction,
 export and CUDA (cuDNN) keep ``nn.GRU`` itself.
@@ -84,32 +85,31 @@ class GRURecurrence(torch.autograd.Function):
         return dXW, (dH if ctx.needs_input_grad[1] else None), dW_hh, db_hh
 
 
-def gate_inputs(inputs: Tensor, W_ih: Tensor, b_ih: Tensor, one_hot: bool = False) -> Tensor:
-    """Every step's input gates, gate-major: inputs (N, num_inputs) -> (3, N, h) ``inputs W_ig^T + b_ig``.
-
-    `one_hot`: every row of `inputs` is a one-hot vector, so the bias joins the weights once, ``one_hot(x) (W^T +
-    b) = one_hot(x) W^T + b`` (the same sums), rather than once per row."""
+def gate_inputs(inputs: Tensor, W_ih: Tensor, b_ih: Tensor) -> Tensor:
+    """Every step's input gates, gate-major: (3, N, h) ``inputs W_ig^T + b_ig`` from inputs (N, num_inputs), or from
+    token indices (N,) int64 standing for their one-hot vectors: rows of ``W_ig^T + b_ig`` (one gather, the same
+    sums as the product, without the one-hot tensor)."""
     h = W_ih.shape[0] // 3
     W = W_ih.view(3, h, -1).transpose(1, 2)  # (3, num_inputs, h)
-    if one_hot:
-        return torch.matmul(inputs, W + b_ih.view(3, 1, h))
+    if inputs.dtype == torch.int64:
+        return (W + b_ih.view(3, 1, h)).index_select(1, inputs)
     return torch.baddbmm(b_ih.view(3, 1, h), inputs.expand(3, *inputs.shape), W)
 
 
-def gru_forward(rnn: nn.GRU, inputs: Tensor, one_hot: bool = False) -> Tensor:
+def gru_forward(rnn: nn.GRU, inputs: Tensor) -> Tensor:
     """``rnn(inputs)[0]`` (time-major, from the zero state) through `GRURecurrence`, layer by layer: inputs
-    (num_steps, batch, num_inputs) -> outputs (num_steps, batch, num_hiddens). Unidirectional, without dropout.
-    `one_hot`: the inputs are one-hot vectors (see `gate_inputs`)."""
+    (num_steps, batch, num_inputs), or token indices (num_steps, batch) int64 for one-hot inputs -> outputs
+    (num_steps, batch, num_hiddens). Unidirectional, without dropout."""
     if rnn.bidirectional or rnn.batch_first or (rnn.dropout and rnn.training) or not rnn.bias:
         raise ValueError(f"gru_forward runs unidirectional, time-major GRUs with biases and no dropout, not {rnn}")
-    T, B, _ = inputs.shape
-    outputs = inputs
+    T, B = inputs.shape[:2]
+    outputs = inputs.reshape(T * B) if inputs.dtype == torch.int64 else inputs.reshape(T * B, -1)
     for k in range(rnn.num_layers):
         W_ih, b_ih, W_hh, b_hh = (getattr(rnn, f"{name}_l{k}") for name in
                                   ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
-        XW = gate_inputs(outputs.reshape(T * B, -1), W_ih, b_ih, one_hot and k == 0).view(3, T, B, -1)
-        outputs = GRURecurrence.apply(XW, XW.new_zeros(B, rnn.hidden_size), W_hh, b_hh)
-    return outputs
+        XW = gate_inputs(outputs, W_ih, b_ih).view(3, T, B, -1)
+        outputs = GRURecurrence.apply(XW, XW.new_zeros(B, rnn.hidden_size), W_hh, b_hh).reshape(T * B, -1)
+    return outputs.view(T, B, -1)
 
 
 __all__ = ["GRURecurrence", "gate_inputs", "gru_forward"]
