@@ -19,6 +19,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(wildcard plugins/zoo-*/pyproject.toml)
 	@echo "Setting up $(VENV): zoo-core and $(words $(PLUGINS)) plugins, with torch and ONNX Runtime (minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# pip 23 (Python 3.11's) cannot satisfy a plugin's dependency on another local plugin listed after it with
+	@# extras (zoo-modern-rnn needs zoo-rnn; pypa/pip#8785): a current pip resolves the whole list.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=24'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[cpu,dev]' $(foreach p,$(PLUGINS),-e '$(p)[all]')
 	touch $@
 
