@@ -344,7 +344,7 @@ def test_book_data_fits_the_book_preset():
     require_data("fra-eng")
     data = get_data("seq2seq", preset="book")
     preset = get_spec("seq2seq").preset("book").model
-    assert data.model_hparams() == {"src_vocab_size": 194, "tgt_vocab_size": 214}
+    assert data.model_hparams() == {"src_vocab_size": 194, "tgt_vocab_size": 214, "tgt_pad": 5}
     assert data.tgt_vocab["<pad>"] == preset["tgt_pad"]
     model = get_model("seq2seq", preset="book")
     batch = next(iter(data.train_dataloader()))
