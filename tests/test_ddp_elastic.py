@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,23 @@ TRAIN = ["-m", "zoo_core", "train", "softmax", "--preset", "tiny", "--device", "
          "--batch-size", "16"]
 KILL_RANK_1_AT_STEP_20 = {"ZOO_TEST_KILL_AT_STEP": "1:20"}  # mid-epoch 3: epoch 2's checkpoint is the last
 TIMEOUT = 300
+
+
+@pytest.fixture(autouse=True)
+def no_stray_workers(tmp_path):
+    """torchrun starts its workers in sessions of their own, so a launcher killed at its timeout leaves them running
+    (seen: two workers of a timed-out restart test still alive 45 minutes later). After each test, end every process
+    still working for it: its command line names the test's folder."""
+    yield
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if str(tmp_path) in command:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:  # gone already, or not ours to read
+            continue
 
 
 def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
