@@ -19,16 +19,15 @@ The subclass contract (chapter 9's `zoo_rnn.rnn` and chapter 10's gated models f
   (batch, num_layers, num_hiddens) for stacked layers: a transposed ``nn.GRU`` state);
 - ``forward_step(tokens, *state)``: tokens int64 (batch,) -> ``(logits (batch, vocab_size), *new state)``;
   feeding a sequence through it token by token from `begin_state` gives `forward`'s logits position by position;
-- optionally ``graph_module("model")``: a module with `forward`'s values whose time axis stays symbolic in
-  torch.export (`scan_time`), when `forward` itself cannot export with a dynamic ``seq`` (nn.RNN does not).
-  A model whose forward pass is a Python loop over time exports only its step graph: its spec says so
+- `forward` exports with a dynamic ``seq`` when it runs torch's recurrent modules (`zoo_core.onnx_rnn`); a model
+  whose forward pass is a Python loop over time exports only its step graph: its spec says so
   (`zoo_rnn.graphs.lm_graphs(..., forward=False)`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -188,28 +187,4 @@ def is_char_vocab(vocab: Any) -> bool:
     return all(len(t) == 1 for t in vocab.idx_to_token if not (t.startswith("<") and t.endswith(">")))
 
 
-def scan_time(cell: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], state: Tensor, XW: Tensor
-              ) -> tuple[Tensor, Tensor]:
-    """``for xw in XW: state, out = cell(state, xw)``: the final state and the outputs stacked on a new dim 0 (time).
-
-    Under torch.export it is one ``torch.scan``, which keeps the number of steps symbolic (the ONNX exporter writes
-    an ONNX ``Scan``), where a Python loop, or ``nn.RNN``'s own, is unrolled at the traced length. Run eagerly it is
-    the plain loop (an eager scan compiles its body first). `cell` must not touch modules, only tensors (a closure
-    over weight tensors is fine): the scan's body is traced by Dynamo, which refuses ``nn.RNN`` modules.
-    """
-    if not torch.compiler.is_exporting():
-        outputs = []
-        for xw in XW:
-            state, out = cell(state, xw)
-            outputs.append(out)
-        return state, torch.stack(outputs)
-    from torch._higher_order_ops.scan import scan
-
-    def body(carry: Tensor, xw: Tensor) -> tuple[Tensor, Tensor]:
-        carry, out = cell(carry, xw)
-        return carry, out.clone()  # scan allows no aliasing between the carry and the output
-
-    return scan(body, state, XW)
-
-
-__all__ = ["LanguageModel", "StepGraph", "cross_entropy", "is_char_vocab", "scan_time"]
+__all__ = ["LanguageModel", "StepGraph", "cross_entropy", "is_char_vocab"]

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo_rnn.lm import LanguageModel, scan_time
+from zoo_rnn.lm import LanguageModel
 
 
 def gather_input_terms(W: Tensor, b: Tensor, X: Tensor) -> Tensor:
@@ -152,9 +153,9 @@ class RNNLM(LanguageModel):
     """The concise RNN language model (d2l §9.6): ``nn.RNN(vocab_size, num_hiddens)`` on one-hot inputs and an
     ``nn.Linear`` output layer, with PyTorch's default initialisation (as the book).
 
-    The recurrence runs on ``nn.RNN``'s weights with gathered input terms (see the module docstring); its ``model``
-    graph writes the same loop as one `scan_time`, so that the exported graph keeps ``seq`` symbolic (``nn.RNN``
-    itself exports unrolled at the traced length).
+    Training runs the recurrence on ``nn.RNN``'s weights with gathered input terms (see the module docstring); the
+    exported ``model`` graph is ``nn.RNN`` itself on one-hot inputs, the book's computation, which
+    `zoo_core.onnx_rnn` exports as one ONNX RNN node with ``seq`` symbolic.
     """
 
     def __init__(self, vocab_size: int = 28, num_hiddens: int = 32, lr: float = 1.0) -> None:
@@ -169,7 +170,7 @@ class RNNLM(LanguageModel):
         return gather_input_terms(self.rnn.weight_ih_l0.T, self.rnn.bias_ih_l0 + self.rnn.bias_hh_l0, X)
 
     def cell(self) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """One time step ``(H, xw) -> (H, H)`` with ``H = tanh(xw + H W_hh^T)``, as `scan_time` wants it."""
+        """One time step ``(H, xw) -> (H, H)`` with ``H = tanh(xw + H W_hh^T)``."""
         W_hh_T = self.rnn.weight_hh_l0.T
 
         def step(H: Tensor, xw: Tensor) -> tuple[Tensor, Tensor]:
@@ -179,11 +180,11 @@ class RNNLM(LanguageModel):
         return step
 
     def forward(self, X: Tensor) -> Tensor:  # (batch, num_steps) -> (batch, num_steps, vocab_size)
-        XW = self.input_terms(X.T)  # (num_steps, batch, num_hiddens)
-        (H,) = self.begin_state(X.shape[0], X.device)
-        if torch.compiler.is_exporting():  # one scan: the graph keeps seq symbolic
-            _, outputs = scan_time(self.cell(), H, XW)
+        if torch.compiler.is_exporting():  # the book's nn.RNN on one-hot inputs: one ONNX RNN node, seq symbolic
+            outputs, _ = self.rnn(F.one_hot(X.T, self.vocab_size).to(self.rnn.weight_ih_l0.dtype))
         else:
+            XW = self.input_terms(X.T)  # (num_steps, batch, num_hiddens)
+            (H,) = self.begin_state(X.shape[0], X.device)
             outputs = tanh_recurrence(XW, H, self.rnn.weight_hh_l0.T)
         return self.linear(outputs).transpose(0, 1)  # time-major logits, seen batch-major
 
