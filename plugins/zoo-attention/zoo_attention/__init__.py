@@ -1,0 +1,1 @@
+"""d2l-zoo, chapter 11: attention mechanisms and Transformers."""
