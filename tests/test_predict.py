@@ -116,6 +116,18 @@ class TinyTranslator(Model):
         return torch.randint(0, self.out.out_features, (b,)), torch.randn(b, hidden), torch.randn(b, hidden)
 
 
+class TinyAttentionTranslator(TinyTranslator):
+    """`TinyTranslator` that can show its attention (what `zoo predict --attention` draws): each target position's
+    softmax over the source embeddings' dot products with its own embedding, valid source tokens only."""
+
+    def attention_maps(self, src: Tensor, src_valid_len: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
+        assert src.shape[1] == int(src_valid_len[0])  # the valid tokens only
+        scores = self.tgt_embedding(tgt_in[0]) @ self.src_embedding(src[0]).T  # (n, m)
+        self_scores = self.src_embedding(src[0]) @ self.src_embedding(src[0]).T
+        return {"decoder cross-attention": torch.softmax(scores, -1)[None].detach(),
+                "encoder self-attention": torch.stack([torch.softmax(self_scores, -1)] * 2).detach()}
+
+
 class _Bound(nn.Module):
     """A graph module whose forward is a method of the model (its signature is what torch.export reads)."""
 
@@ -150,8 +162,11 @@ def text_specs() -> list[ModelSpec]:
                                for p in ("book", "tiny")},
                    ["src: int64[batch, seq]", "tgt_in: int64[batch, seq]", "src_valid_len: int64[batch]"],
                    [f"logits: float32[batch, seq, {tgt_v}]"], graphs=mt_graphs)
+    mt_attention = ModelSpec("test-mt-attn", f"{__name__}:TinyAttentionTranslator", 99, "99.3", "a tiny translator "
+                             "with attention", "translation", "fra-eng", mt.presets, mt.inputs, mt.outputs,
+                             graphs=mt_graphs)
     assert src_v > 10
-    return [lm, mt]
+    return [lm, mt, mt_attention]
 
 
 def train(name: str, out, export: bool = True, max_steps: int = 2) -> str:
@@ -172,6 +187,7 @@ def runs(tmp_path_factory):
     torch.manual_seed(0)
     made = {"softmax": train("softmax", out), "test-lm": train("test-lm", out, max_steps=20),
             "test-mt": train("test-mt", out, max_steps=30),
+            "test-mt-attn": train("test-mt-attn", out, export=False, max_steps=2),
             "unexported": train("softmax", tmp_path_factory.mktemp("unexported"), export=False)}
     yield made
     plugins.reset()  # forget the test models
@@ -372,3 +388,41 @@ def test_a_sentence_of_exactly_num_steps_tokens_is_translated(runs, cli):
 def test_a_model_of_another_task_is_one_line(runs, cli, tmp_path):
     run = train("linreg", tmp_path, export=False, max_steps=1)
     cli("predict", "linreg", "1", "--run", run).assert_one_line_error("does not handle regression models")
+
+
+# --- attention heatmaps -----------------------------------------------------------------------------------------------
+
+def test_attention_heatmaps_are_drawn_for_each_sentence(runs, cli, tmp_path):
+    path = tmp_path / "heat.png"
+    got = as_json(cli("predict", "test-mt-attn", *SENTENCES[:2], "--run", runs["test-mt-attn"], "--json",
+                      "--attention", str(path)))
+    files = [r["attention"] for r in got["results"]]
+    assert files == [str(tmp_path / "heat-1.png"), str(tmp_path / "heat-2.png")]
+    for f in files:
+        assert open(f, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    text = cli("predict", "test-mt-attn", SENTENCES[0], "--run", runs["test-mt-attn"], "--attention", str(path))
+    assert text.stdout.splitlines()[1] == f"  attention heatmaps: {path}" and path.exists()
+
+
+@pytest.mark.parametrize("model, args, fragments", [
+    ("test-mt", ["--attention", "a.png"], ["test-mt has no attention to draw", "bahdanau, transformer"]),
+    ("test-lm", ["--attention", "a.png"], ["--attention does not apply to a language-modeling model"]),
+    ("test-mt-attn", ["--attention", "a.txt"], ["--attention a.txt: name an image file ending in .png"]),
+])
+def test_bad_attention_requests_are_one_line(runs, cli, model, args, fragments):
+    cli("predict", model, "i go .", "--run", runs[model], *args).assert_one_line_error(*fragments)
+
+
+def test_heatmaps_check_their_sizes_against_the_tokens(tmp_path):
+    from zoo_core.attention_plot import axes_tokens, save_heatmaps
+    from zoo_core.errors import ZooError
+
+    assert axes_tokens("decoder cross-attention, block 1", ["a", "b"], ["x"]) == (["x"], ["a", "b"])
+    assert axes_tokens("encoder self-attention, block 1", ["a", "b"], ["x"]) == (["a", "b"], ["a", "b"])
+    assert axes_tokens("decoder self-attention, block 1", ["a", "b"], ["x"]) == (["x"], ["x"])
+    with pytest.raises(ZooError, match=r"is \(2, 3\) \(queries, keys\), but there are 1 query and 2 key tokens"):
+        save_heatmaps(tmp_path / "x.png", {"decoder cross-attention": torch.rand(1, 2, 3)}, ["a", "b"], ["x"])
+    with pytest.raises(ZooError, match="no attention maps"):
+        save_heatmaps(tmp_path / "x.png", {}, ["a"], ["x"])
+    assert not list(tmp_path.iterdir())

@@ -281,9 +281,13 @@ def verify_command(name: str, run: str | None, out: str) -> None:
               help="Tokens a language model adds to each prefix.  [default: 20]")
 @click.option("--reference", "references", multiple=True, metavar="TEXT",
               help="A reference translation (one per sentence, in order): adds the book's BLEU.")
+@click.option("--attention", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Save the attention heatmaps (every layer and head, tokens on the axes) of a translation model "
+                   "with attention to FILE (.png, .pdf, .svg; FILE-1.png, ... for several sentences).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict_command(name: str, inputs: tuple[str, ...], run: str | None, out: str, runtime: str, beam: int | None,
-                    num_preds: int | None, references: tuple[str, ...], as_json: bool) -> None:
+                    num_preds: int | None, references: tuple[str, ...], attention: str | None,
+                    as_json: bool) -> None:
     """Ask a trained run: INPUT is an image file (classifiers: top-5 classes), a prefix (language models:
     continued) or a sentence (translation: translated).
 
@@ -291,12 +295,13 @@ def predict_command(name: str, inputs: tuple[str, ...], run: str | None, out: st
     zoo predict lenet shoe.png
     zoo predict gru-lm "time traveller" --num-preds 50 --beam 4
     zoo predict seq2seq "i'm home ." --reference "je suis chez moi ." --runtime onnx
+    zoo predict transformer "i'm home ." --beam 4 --runtime onnx --attention heatmaps.png
     """
     plugins.load()
     from zoo_core.predict import predict
 
     result = predict(name, inputs, run=run, out=out, runtime=runtime, beam=beam, num_preds=num_preds,
-                     references=references, note=lambda line: _err(f"note: {line}"))
+                     references=references, attention=attention, note=lambda line: _err(f"note: {line}"))
     if as_json:
         _echo_json(result.to_json())
     else:

@@ -14,6 +14,8 @@ What a run is asked depends on its model's task (`ModelSpec.task`):
   greedily or with beam search, at most ``num_steps`` tokens (the data's); with references, the book's BLEU (k=2).
   A sentence longer than ``num_steps`` tokens (``<eos>`` included) is refused rather than cut: the book's ``build``
   would trim it, silently dropping its end and its ``<eos>``, and translate another sentence than the one given.
+  With ``attention=FILE``, a model with attention (``attention_maps``, `zoo_core.attention_plot`) also draws the
+  weights it gave each sentence and its translation (PyTorch, the run's weights), one image per sentence.
 
 Words or characters outside the run's vocabulary are read as ``<unk>`` (the book's rule) and said once, in a note.
 Every file read (weights, vocabularies, ONNX graphs) is checked against the sha256 the manifest records.
@@ -77,6 +79,8 @@ class Predictions:
             else:
                 out.append(f"{r['input']} => {r['translation']}"
                            + (f"  (bleu {r['bleu']:.3f})" if "bleu" in r else ""))
+                if "attention" in r:
+                    out.append(f"  attention heatmaps: {r['attention']}")
         return out
 
 
@@ -146,14 +150,16 @@ def _unknown_note(note: Note, unknown: Sequence[str], what: str) -> None:
         note(f"{len(unknown)} {what} not in the run's vocabulary, read as <unk>: {shown}")
 
 
-def _check_options(task: str, beam: int | None, num_preds: int | None, references: Sequence[str]) -> None:
+def _check_options(task: str, beam: int | None, num_preds: int | None, references: Sequence[str],
+                   attention: Any = None) -> None:
     if beam is not None and beam < 1:
         raise ZooError(f"--beam must be at least 1, got {beam}")
     if num_preds is not None and num_preds < 1:
         raise ZooError(f"--num-preds must be at least 1, got {num_preds}")
     wrong = [opt for opt, given, tasks in (("--beam", beam is not None, ("language-modeling", "translation")),
                                           ("--num-preds", num_preds is not None, ("language-modeling",)),
-                                          ("--reference", bool(references), ("translation",)))
+                                          ("--reference", bool(references), ("translation",)),
+                                          ("--attention", attention is not None, ("translation",)))
              if given and task not in tasks]
     if wrong:
         raise ZooError(f"{' and '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to a {task} model")
@@ -162,7 +168,7 @@ def _check_options(task: str, beam: int | None, num_preds: int | None, reference
 def predict(name: str, inputs: Sequence[str], *, run: str | None = None, out: str | Path = "artifacts",
             runtime: str = "torch", beam: int | None = None, num_preds: int | None = None,
             references: Sequence[str] = (), provider: str = "CPUExecutionProvider",
-            note: Note = _stderr_note) -> Predictions:
+            attention: str | Path | None = None, note: Note = _stderr_note) -> Predictions:
     """Ask run `run` of model `name` (default: its newest finished run under `out`) about `inputs`.
 
     Args:
@@ -171,6 +177,8 @@ def predict(name: str, inputs: Sequence[str], *, run: str | None = None, out: st
         beam: beam size for text (default 1: greedy).
         num_preds: tokens a language model adds to each prefix (default 20, the book's).
         references: one reference translation per input: adds the book's BLEU (k=2).
+        attention: an image file (.png, .pdf, .svg, .jpg) for the attention heatmaps of a translation model with
+            attention; with several sentences, ``stem-1.png``, ``stem-2.png``, ... Each result names its file.
         note: where remarks that are not errors go (words read as ``<unk>``); default stderr.
 
     Raises:
@@ -185,14 +193,14 @@ def predict(name: str, inputs: Sequence[str], *, run: str | None = None, out: st
     task = r.spec.task
     if task not in TASKS:
         raise ZooError(f"zoo predict does not handle {task} models like {name} (it handles {', '.join(TASKS)})")
-    _check_options(task, beam, num_preds, references)
+    _check_options(task, beam, num_preds, references, attention)
     with torch.no_grad():
         if task == "classification":
             results = _classify(r, inputs, runtime, provider)
         elif task == "language-modeling":
             results = _continue(r, inputs, runtime, provider, beam or 1, num_preds or NUM_PREDS, note)
         else:
-            results = _translate(r, inputs, runtime, provider, beam or 1, references, note)
+            results = _translate(r, inputs, runtime, provider, beam or 1, references, note, attention)
     return Predictions(name, r.dir, task, runtime, results, None if task == "classification" else beam or 1)
 
 
@@ -293,7 +301,7 @@ def _continue(r: _Run, prefixes: Sequence[str], runtime: str, provider: str, bea
 
 
 def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, beam: int,
-               references: Sequence[str], note: Note) -> list[dict[str, Any]]:
+               references: Sequence[str], note: Note, attention: str | Path | None = None) -> list[dict[str, Any]]:
     from zoo_core.decoding import beam_search, greedy
     from zoo_core.seq_metrics import bleu
     from zoo_core.text import BOS, EOS
@@ -318,6 +326,7 @@ def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, b
                            f"(num_steps) this run was trained on; the book's build would cut it: shorten it")
         unknown += [w for w in words if w not in src_vocab and w not in unknown]
     _unknown_note(note, unknown, "words")
+    model = _attention_model(r, attention) if attention is not None else None
     src, src_valid_len = encode_source(list(sentences), src_vocab, num_steps)
     runner = r.runner(runtime, provider)
     given = {"src": src, "src_valid_len": src_valid_len}
@@ -337,8 +346,35 @@ def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, b
         if references:
             label = [t for t in preprocess(references[i]).split(" ") if t]
             result.update(reference=references[i], bleu=bleu(words, label, k=BLEU_K))
+        if model is not None:
+            result["attention"] = str(_draw_attention(model, attention, i, len(sentences), src[i],
+                                                      src_valid_len[i], ids, src_vocab, tgt_vocab[BOS], tgt_vocab))
         results.append(result)
     return results
+
+
+def _attention_model(r: _Run, path: str | Path) -> Any:
+    """The run's PyTorch model, if it can draw its attention (before any translation is done)."""
+    from zoo_core.attention_plot import check_path
+
+    check_path(path)
+    model = r.model()
+    if not callable(getattr(model, "attention_maps", None)):
+        raise ZooError(f"{r.spec.name} has no attention to draw: --attention applies to translation models with "
+                       f"attention (bahdanau, transformer)")
+    return model
+
+
+def _draw_attention(model: Any, path: str | Path, i: int, n: int, src: Tensor, valid_len: Tensor, ids: list[int],
+                    src_vocab: Any, bos: int, tgt_vocab: Any) -> Path:
+    """Sentence `i`'s heatmaps: the model reads its valid source tokens and ``<bos>`` + its translation."""
+    from zoo_core.attention_plot import numbered, save_heatmaps
+
+    m = int(valid_len)
+    tgt_in = torch.tensor([[bos, *ids]], dtype=torch.int64)
+    maps = model.attention_maps(src[None, :m], valid_len.reshape(1), tgt_in)
+    return save_heatmaps(numbered(path, i + 1, n), maps, src_vocab.to_tokens(src[:m].tolist()),
+                         tgt_vocab.to_tokens(tgt_in[0].tolist()), title=f"attention weights ({model.__class__.__name__})")
 
 
 __all__ = ["NUM_PREDS", "Predictions", "TASKS", "TOP_K", "image_input_shape", "load_image", "predict"]
