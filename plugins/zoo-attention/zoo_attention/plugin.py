@@ -19,7 +19,30 @@ def _transformer(register):
 
 
 def _vit(register):
-    """The Vision Transformer (d2l §11.8)."""
+    """The Vision Transformer (d2l §11.8; owner: ViT engineer). `book`: the book's recipe (its `d2l.Classifier`
+    trains with minibatch SGD); `tiny`: the same architecture, narrow, on 16 px synthetic images."""
+    from zoo_core import ModelSpec, Preset
+
+    def image(size: int) -> list[str]:
+        return [f"X: float32[batch, 1, {size}, {size}]"]
+
+    tiny = {"img_size": 16, "patch_size": 4, "num_hiddens": 16, "mlp_num_hiddens": 32, "num_heads": 2, "num_blks": 2}
+    register(ModelSpec(
+        name="vit", builder="zoo_attention.vit:ViT", chapter=11, section="11.8",
+        summary="Vision Transformer: 16 px patches of a 96 px image as 36 tokens plus <cls>, 2 pre-norm encoder "
+                "blocks (512 hidden, 8 heads, MLP 2048), class from the <cls> token",
+        task="classification", dataset="fashion-mnist", tags=("concise", "attention"),
+        inputs=image(96), outputs=["logits: float32[batch, 10]"],
+        presets={
+            "book": Preset(model={"lr": 0.1}, data={"batch_size": 128, "resize": 96}, train={"max_epochs": 10},
+                           num_params=6_457_866, inputs=image(96),
+                           summary="Fashion-MNIST at 96 px, patch 16, 512 hidden, MLP 2048, 8 heads, 2 blocks, "
+                                   "dropout 0.1 (embedding and blocks), SGD lr 0.1, batch 128, 10 epochs (the book's)"),
+            "tiny": Preset(model={"lr": 0.1, **tiny}, data={"synthetic": True, "num_train": 64, "num_val": 32,
+                                                           "batch_size": 16, "resize": 16},
+                           train={"max_epochs": 1}, num_params=5_082, inputs=image(16),
+                           summary="16 px synthetic stand-in of Fashion-MNIST, patch 4, 16 hidden, 2 heads, 2 blocks"),
+        }))
 
 
 def _pretraining(register):
