@@ -7,7 +7,30 @@ from zoo_core import hookimpl
 
 
 def _nadaraya_watson(register):
-    """Nadaraya-Watson attention pooling (d2l §11.2)."""
+    """Nadaraya-Watson attention pooling (d2l §11.2), fixed kernels (1.0 edition) or a learned Gaussian width (the
+    previous edition's parametric pooling, d2l 0.17 §10.2.4). `tiny` is the trainable one: the contract's one-step
+    test needs something to learn (the fixed kernels are tested in test_nadaraya_watson.py)."""
+    from zoo_core import ModelSpec, Preset
+
+    data = {"num_train": 40, "noise": 1.0, "batch_size": 40}
+    tiny_data = {"num_train": 16, "noise": 1.0, "batch_size": 16}
+    register(ModelSpec(
+        name="nadaraya-watson", builder="zoo_attention.nadaraya_watson:NadarayaWatson", chapter=11, section="11.2",
+        summary="Nadaraya-Watson kernel regression as attention pooling: gaussian, boxcar, constant or epanechikov "
+                "kernel (--set kernel=...), or a learned gaussian width (--preset trainable)",
+        task="regression", dataset="nadaraya-watson-data",
+        inputs=["x: float32[batch]"], outputs=["y_hat: float32[batch]"], tags=("attention", "nonparametric"),
+        presets={
+            "book": Preset(model={"kernel": "gaussian"}, data=data, train={"max_epochs": 1}, num_params=1,
+                           summary="gaussian kernel exp(-2 d^2) over 40 noisy samples; nothing to learn: one epoch "
+                                   "measures the leave-one-out training loss and the validation loss"),
+            "trainable": Preset(model={"trainable": True, "lr": 2.0}, data=data, train={"max_epochs": 5},
+                                num_params=1,
+                                summary="learned gaussian width w ~ U(0, 1), leave-one-out, full-batch SGD lr 2 on "
+                                        "the mean squared error, 5 epochs (d2l 0.17 10.2.4's model and schedule)"),
+            "tiny": Preset(model={"trainable": True, "lr": 1.0, "num_train": 16}, data=tiny_data,
+                           train={"max_epochs": 2}, num_params=1),
+        }))
 
 
 def _bahdanau(register):
@@ -56,3 +79,12 @@ def zoo_register_models(register):
     _transformer(register)
     _vit(register)
     _pretraining(register)
+
+
+@hookimpl
+def zoo_register_datasets(register):
+    from zoo_core import DataSpec
+
+    register(DataSpec("nadaraya-watson-data", "zoo_attention.nadaraya_watson:NadarayaWatsonData",
+                      "f(x) = 2 sin(x) + x: 40 samples x ~ U(0, 5) with N(0, 1) noise; validation on the grid "
+                      "0, 0.1, ..., 4.9 against the noise-free f (d2l 11.2)"))
