@@ -151,11 +151,13 @@ def test_fixed_kernels_train_nothing() -> None:
 
 
 def test_bad_hyper_parameters_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="unknown kernel 'triangle'"):
+    from zoo_core import ZooError
+
+    with pytest.raises(ZooError, match="unknown kernel 'triangle'"):
         NadarayaWatson(kernel="triangle")
-    with pytest.raises(ValueError, match="gaussian"):
+    with pytest.raises(ZooError, match="gaussian"):
         NadarayaWatson(kernel="boxcar", trainable=True)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ZooError, match="positive"):
         NadarayaWatson(width=0.0)
 
 
@@ -172,3 +174,25 @@ def test_every_kernel_exports_with_onnx_runtime_parity(kernel: str, tmp_path) ->
     torch.manual_seed(0)
     result = check_parity(model, tmp_path / graph.file, model.graph_inputs("model", dims), dims=dims)
     assert result.passed, result
+
+
+def test_zoo_train_export_verify_with_set_kernel(tmp_path) -> None:
+    """The zoo's workflow (`zoo train nadaraya-watson --set kernel=epanechikov --set seed=3`, `zoo export --onnx`,
+    `zoo verify`): ``--set seed`` reaches the data and the model alike, so the run's keys are its training data."""
+    import json
+
+    from zoo_core import workflows
+    from zoo_core.registry import get_spec
+
+    quiet = lambda line: None  # noqa: E731
+    run = workflows.train("nadaraya-watson", assignments=["kernel=epanechikov", "seed=3"], device="cpu",
+                          out=tmp_path, log=quiet)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["hparams"]["kernel"] == "epanechikov"
+    assert manifest["hparams"]["seed"] == manifest["data"]["hparams"]["seed"] == 3
+    model = workflows.load_run_model(get_spec("nadaraya-watson"), run, manifest)
+    assert torch.equal(model.keys, NadarayaWatsonData(seed=3).splits()["train"][0])
+    assert manifest["status"] == "completed" and manifest["metrics"]["val_loss"] < 0.2
+    (onnx_file,) = workflows.export("nadaraya-watson", out=tmp_path, log=quiet)
+    assert onnx_file.name == "model.onnx"
+    assert workflows.verify("nadaraya-watson", out=tmp_path, log=quiet).passed

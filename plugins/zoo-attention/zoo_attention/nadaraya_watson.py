@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo_core import DataModule, Model
+from zoo_core import DataModule, Model, ZooError
 from zoo_core.data.module import seeded_generator
 
 KERNELS = ("gaussian", "boxcar", "constant", "epanechikov")
@@ -93,7 +93,7 @@ class NadarayaWatsonData(DataModule):
 
     def model_hparams(self) -> dict[str, object]:
         """The model pools over this data's training set: it regenerates it from these."""
-        return {"num_train": self.num_train, "noise": self.noise, "data_seed": self.seed}
+        return {"num_train": self.num_train, "noise": self.noise, "seed": self.seed}
 
 
 class NadarayaWatson(Model):
@@ -107,26 +107,27 @@ class NadarayaWatson(Model):
             error / 2 is lr 10 on the mean for 40 points; on this data (noise 1, not 0.5) its first step jumps past
             the leave-one-out optimum (w near 3) to w = 6-10, and 5 epochs end at validation MSE 0.19-0.35 (seeds
             0-2), worse than the fixed kernel's 0.096; lr 2 ends at w = 2.5-2.9, validation MSE 0.079-0.080.
-        num_train, noise, data_seed: the training set the model pools over (see `synthetic_data`).
+        num_train, noise, seed: the training set the model pools over (see `synthetic_data`): the data's
+            hyper-parameters of the same names, so that ``--set`` changes both.
 
     Parameters: ``w`` (1,), the inverse width, frozen unless `trainable`. Buffers: ``keys`` and ``values``
     (num_train,), the training inputs and labels.
     """
 
     def __init__(self, kernel: str = "gaussian", width: float | None = None, trainable: bool = False,
-                 lr: float = 2.0, num_train: int = 40, noise: float = 1.0, data_seed: int = 0) -> None:
+                 lr: float = 2.0, num_train: int = 40, noise: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; one of {', '.join(KERNELS)}")
+            raise ZooError(f"unknown kernel {kernel!r}; one of {', '.join(KERNELS)}")
         if trainable and (kernel != "gaussian" or width is not None):
-            raise ValueError("trainable=True learns the width of a gaussian kernel from U(0, 1): give kernel="
+            raise ZooError("trainable=True learns the width of a gaussian kernel from U(0, 1): give kernel="
                              "gaussian and no width (the other kernels' widths get no useful gradient)")
         if width is not None and width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
+            raise ZooError(f"width must be positive, got {width}")
         w = torch.rand(1) if trainable else torch.tensor([1 / (width or BOOK_WIDTHS[kernel])])
         self.w = nn.Parameter(w, requires_grad=trainable)
-        keys, values = synthetic_data(num_train, noise, data_seed)
+        keys, values = synthetic_data(num_train, noise, seed)
         self.register_buffer("keys", keys)
         self.register_buffer("values", values)
 
