@@ -37,6 +37,23 @@ def test_kernel_matches_hand_computation(kernel: str, query: float, expected: fl
     assert y_hat.item() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_matches_the_books_code_on_the_test_grid(kernel: str) -> None:
+    """The book's ``watson_nadaraya`` and kernels, verbatim in torch, on its data and test grid."""
+    book_kernels = {"gaussian": lambda x: torch.exp(-2 * x**2), "boxcar": lambda x: (torch.abs(x) < 1.0).float(),
+                    "constant": lambda x: 1.0 + 0 * x,
+                    "epanechikov": lambda x: torch.max(1 - torch.abs(x), torch.zeros_like(x))}
+    model = NadarayaWatson(kernel=kernel).eval()
+    x_train, y_train, x_test = model.keys, model.values, query_grid()
+    dists = x_train.reshape((-1, 1)) - x_test.reshape((1, -1))
+    k = book_kernels[kernel](dists)
+    k = k / k.sum(0)
+    assert torch.isfinite(k).all()  # every grid point has a key within distance 1 in this draw
+    with torch.no_grad():
+        assert torch.allclose(model(x_test), y_train @ k, atol=1e-5)
+        assert torch.allclose(model.attention_weights(x_test), k.T, atol=1e-6)
+
+
 def test_a_query_with_no_key_in_its_window_gets_uniform_weights() -> None:
     """The book's k / k.sum(0) is 0 / 0 there; here the weights are uniform (masked_softmax's convention)."""
     for kernel in ("boxcar", "epanechikov"):

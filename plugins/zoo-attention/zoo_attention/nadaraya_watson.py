@@ -29,6 +29,9 @@ hyper-parameters (`NadarayaWatsonData.model_hparams` hands them over), so model 
 The data, as in the 1.0 edition: f(x) = 2 sin(x) + x, 40 training inputs x ~ U(0, 5) (sorted, so attention heatmaps
 read as in the book), labels f(x) + N(0, 1); validation on the book's test grid x = 0, 0.1, ..., 4.9 against the
 noise-free f (the book's ``y_test``), so the validation loss measures the fitted curve against the truth.
+
+Where the book's text and code disagree, the code wins: its text says 50 samples, its code draws ``n = 40``; its
+text's Gaussian ``exp(||k - q||^2 / 2)`` lacks the minus sign of its code's ``exp(-2 x^2)``.
 """
 
 from __future__ import annotations
