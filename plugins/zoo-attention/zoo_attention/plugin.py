@@ -38,7 +38,56 @@ def _bahdanau(register):
 
 
 def _transformer(register):
-    """The Transformer encoder-decoder (d2l §11.7)."""
+    """The Transformer encoder-decoder for English-French translation (d2l §11.7; owner: Transformer engineer)."""
+    from zoo_core import GraphSpec, ModelSpec, Preset
+
+    def graphs(tgt_vocab_size: int, num_hiddens: int, num_heads: int, num_blks: int) -> tuple:
+        """The training forward pass, the encoder (cross-attention keys and values, the source mask), one decoder
+        step with each block's self-attention keys and values as state (a cache of ``past`` positions)."""
+        d = num_hiddens // num_heads
+        src, valid = "src: int64[batch, src_seq]", "src_valid_len: int64[batch]"
+        memory = [f"cross_{n}: float32[batch, {num_blks}, {num_heads}, src_seq, {d}]" for n in ("K", "V")]
+        bias = "cross_bias: float32[batch, 1, 1, src_seq]"
+        cache = [f"{n}: float32[batch, {num_blks}, {num_heads}, past, {d}]" for n in ("K", "V")]
+        grown = [f"{n}_next: float32[batch, {num_blks}, {num_heads}, past_next, {d}]" for n in ("K", "V")]
+        return (
+            GraphSpec("model", (src, "tgt_in: int64[batch, tgt_seq]", valid),
+                      (f"logits: float32[batch, tgt_seq, {tgt_vocab_size}]",),
+                      summary="teacher-forced forward pass (causal self-attention), source and target lengths "
+                              "symbolic"),
+            GraphSpec("encoder", (src, valid), (*memory, bias), role="encoder",
+                      summary="the encoder: each decoder block's cross-attention keys and values, and the source's "
+                              "padding mask (additive bias)"),
+            GraphSpec("decoder_step", ("tokens: int64[batch]", *memory, bias, *cache),
+                      (f"logits: float32[batch, {tgt_vocab_size}]", *grown), role="step", state=("K", "V"),
+                      summary="one decoder step with a key/value cache of every block's self-attention (past "
+                              "positions; empty at the start): the token at position past, logits and the grown "
+                              "cache out"),
+        )
+
+    def preset(model: dict, data: dict, epochs: int, num_params: int, summary: str) -> Preset:
+        g = graphs(model["tgt_vocab_size"], model["num_hiddens"], model["num_heads"], model["num_blks"])
+        return Preset(model=model, data=data, train={"max_epochs": epochs, "gradient_clip_val": 1},
+                      num_params=num_params, outputs=g[0].outputs, graphs=g, summary=summary)
+
+    book = {"src_vocab_size": 194, "tgt_vocab_size": 214, "num_hiddens": 256, "ffn_num_hiddens": 64, "num_heads": 4,
+            "num_blks": 2, "dropout": 0.2, "lr": 0.001, "tgt_pad": 5}
+    tiny = {**book, "src_vocab_size": 26, "tgt_vocab_size": 28, "num_hiddens": 32, "ffn_num_hiddens": 16,
+            "num_heads": 2, "lr": 0.01, "tgt_pad": 4}
+    spec_graphs = graphs(214, 256, 4, 2)
+    register(ModelSpec(
+        name="transformer", builder="zoo_attention.transformer:Transformer", chapter=11, section="11.7",
+        summary="Transformer encoder-decoder for English-French translation (post-norm): causal validation, "
+                "KV-cached greedy and beam search",
+        task="translation", dataset="fra-eng", tags=("concise",),
+        inputs=spec_graphs[0].inputs, outputs=spec_graphs[0].outputs, graphs=spec_graphs,
+        presets={
+            "book": preset(book, {"batch_size": 128}, 30, 1_869_782,
+                           "fra-eng (512 pairs, 9 steps), 256 hidden, FFN 64, 4 heads, 2 blocks, dropout 0.2, Adam "
+                           "0.001, batch 128, 30 epochs, clip 1 (the book's)"),
+            "tiny": preset(tiny, {"synthetic": True, "num_train": 256, "num_val": 64, "batch_size": 32}, 1, 32_156,
+                           "32 hidden, 2 heads, 2 blocks on synthetic word-for-word pairs"),
+        }))
 
 
 def _vit(register):
