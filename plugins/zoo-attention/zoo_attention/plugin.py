@@ -34,7 +34,57 @@ def _nadaraya_watson(register):
 
 
 def _bahdanau(register):
-    """The RNN encoder-decoder with Bahdanau (additive) attention (d2l §11.4)."""
+    """The RNN encoder-decoder with Bahdanau (additive) attention (d2l §11.4; owner: Bahdanau engineer).
+
+    `book`: chapter 10's seq2seq recipe (fra-eng, embed and hidden 256, 2 GRU layers, dropout 0.2, Adam 0.005, batch
+    128, 30 epochs, clip 1, masked loss). `tiny`: 32-wide, on synthetic word-for-word pairs (the contract suite).
+    Graphs: the teacher-forced forward (target length fixed at 9: its Python loop over steps is unrolled), the
+    encoder, and one decoder step that also returns its attention weights.
+    """
+    from zoo_core import GraphSpec, ModelSpec, Preset
+
+    def graphs(tgt_vocab: int, num_hiddens: int, num_layers: int) -> tuple:
+        src, valid = "src: int64[batch, src_seq]", "src_valid_len: int64[batch]"
+        enc = f"enc_outputs: float32[batch, src_seq, {num_hiddens}]"
+        keys = f"keys: float32[batch, src_seq, {num_hiddens}]"
+        H, lens = f"H: float32[batch, {num_layers}, {num_hiddens}]", "enc_valid_len: int64[batch]"
+        return (
+            GraphSpec("model", (src, "tgt_in: int64[batch, 9]", valid), (f"logits: float32[batch, 9, {tgt_vocab}]",),
+                      summary="teacher-forced forward pass (training); the decoder's Python loop over target steps "
+                              "is unrolled, so the target length is fixed at the book's 9 steps"),
+            GraphSpec("encoder", (src, valid), (enc, keys, H, lens), role="encoder",
+                      summary="the encoder: its top layer's outputs (attention values), their projection W_k "
+                              "(attention keys, once per sentence), the decoder's initial state, the source lengths"),
+            GraphSpec("decoder_step", ("tokens: int64[batch]", enc, keys, lens, H),
+                      (f"logits: float32[batch, {tgt_vocab}]", f"H_next: float32[batch, {num_layers}, {num_hiddens}]",
+                       "attention: float32[batch, src_seq]"), role="step", state=("H",),
+                      summary="one decoder step: additive attention over the source (its weights returned), then "
+                              "the GRU; the previous token in, next-token logits out"),
+        )
+
+    def preset(model: dict, data: dict, epochs: int, num_params: int, summary: str) -> Preset:
+        g = graphs(model["tgt_vocab_size"], model["num_hiddens"], model["num_layers"])
+        return Preset(model=model, data=data, train={"max_epochs": epochs, "gradient_clip_val": 1},
+                      num_params=num_params, outputs=g[0].outputs, graphs=g, summary=summary)
+
+    book = {"src_vocab_size": 194, "tgt_vocab_size": 214, "embed_size": 256, "num_hiddens": 256, "num_layers": 2,
+            "dropout": 0.2, "lr": 0.005, "tgt_pad": 5}
+    tiny = {**book, "src_vocab_size": 26, "tgt_vocab_size": 28, "embed_size": 32, "num_hiddens": 32, "lr": 0.02,
+            "tgt_pad": 4}
+    book_graphs = graphs(214, 256, 2)
+    register(ModelSpec(
+        name="bahdanau", builder="zoo_attention.bahdanau:Bahdanau", chapter=11, section="11.4",
+        summary="GRU encoder-decoder with Bahdanau (additive) attention for English-French translation: masked loss, "
+                "greedy and beam search, attention weights at every step",
+        task="translation", dataset="fra-eng", tags=("attention", "concise"),
+        inputs=book_graphs[0].inputs, outputs=book_graphs[0].outputs, graphs=book_graphs,
+        presets={
+            "book": preset(book, {"batch_size": 128}, 30, 2_066_390,
+                           "fra-eng (512 pairs, 9 steps), embed and hidden 256, 2 GRU layers, additive attention, "
+                           "dropout 0.2, Adam 0.005, batch 128, 30 epochs, clip 1 (the book's)"),
+            "tiny": preset(tiny, {"synthetic": True, "num_train": 256, "num_val": 64, "batch_size": 32}, 1, 33_148,
+                           "32-wide GRUs and attention on synthetic word-for-word pairs"),
+        }))
 
 
 def _transformer(register):
