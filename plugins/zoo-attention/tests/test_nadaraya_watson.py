@@ -138,19 +138,23 @@ def test_gaussian_fits_f_on_the_validation_grid() -> None:
     assert (y_hat - y_val)[inner].abs().max() < 0.6
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", [0, 1, 3])
 def test_trainable_width_loss_goes_down_through_the_trainer(seed: int) -> None:
     """The `trainable` preset through the zoo's Trainer: the leave-one-out loss falls every epoch, w moves from
-    U(0, 1) to near the leave-one-out optimum (about 3), and the fit beats the book's fixed width on validation."""
-    from zoo_core import Trainer, get_data, get_model
+    U(0, 1) to near the leave-one-out optimum (about 3), and the fit beats the book's fixed width on validation.
+    Seed 3 draws w = 0.004, where the gradient nearly vanishes (the loss is even in w): 5 epochs leave it there."""
+    from zoo_core import Trainer, get_data, get_model, get_spec
 
     torch.manual_seed(seed)
     model, data = get_model("nadaraya-watson", preset="trainable"), get_data("nadaraya-watson", preset="trainable")
     assert model.w.requires_grad and 0 < model.w.item() < 1
-    result = Trainer(max_epochs=5, seed=seed, device="cpu", progress=False, log=lambda line: None).fit(model, data)
+    epochs = get_spec("nadaraya-watson").preset("trainable").train["max_epochs"]
+    result = Trainer(max_epochs=epochs, seed=seed, device="cpu", progress=False, log=lambda l: None).fit(model, data)
     losses = [record["train_loss"] for record in result.history]
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
-    assert losses[-1] < 0.7 * losses[0]
+    with torch.no_grad():  # an epoch's train_loss is that before its step: the final loss comes after the last one
+        final = model.training_step(data.splits()["train"])["loss"].item()
+    assert final < min(losses) and final < 0.7 * losses[0]
     assert 1.8 < model.w.item() < 4.5
     assert result.metrics["val_loss"] < 0.11  # the fixed width 0.5 (w = 2): 0.0957
 

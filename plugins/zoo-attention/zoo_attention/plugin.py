@@ -24,10 +24,10 @@ def _nadaraya_watson(register):
             "book": Preset(model={"kernel": "gaussian"}, data=data, train={"max_epochs": 1}, num_params=1,
                            summary="gaussian kernel exp(-2 d^2) over 40 noisy samples; nothing to learn: one epoch "
                                    "measures the leave-one-out training loss and the validation loss"),
-            "trainable": Preset(model={"trainable": True, "lr": 2.0}, data=data, train={"max_epochs": 5},
+            "trainable": Preset(model={"trainable": True, "lr": 2.0}, data=data, train={"max_epochs": 10},
                                 num_params=1,
-                                summary="learned gaussian width w ~ U(0, 1), leave-one-out, full-batch SGD lr 2 on "
-                                        "the mean squared error, 5 epochs (d2l 0.17 10.2.4's model and schedule)"),
+                                summary="learned gaussian width w ~ U(0, 1) (d2l 0.17 10.2.4), leave-one-out, "
+                                        "full-batch SGD lr 2 on the mean squared error, 10 epochs"),
             "tiny": Preset(model={"trainable": True, "lr": 1.0, "num_train": 16}, data=tiny_data,
                            train={"max_epochs": 2}, num_params=1),
         }))
