@@ -186,6 +186,42 @@ def _pack(X: Tensor, index: Tensor) -> Tensor:
     return X.reshape(-1, X.shape[-1]).index_select(0, index)
 
 
+def _dropout(X: Tensor, p: float) -> Tensor:
+    """Dropout (``F.dropout`` in training mode; p = 0 is the identity): each element kept with probability 1 - p
+    and scaled by 1 / (1 - p), the mask drawn as ``uniform >= p`` (on the CPU, ``torch.rand`` is several times
+    faster than the ``bernoulli_`` that ``nn.Dropout`` draws with)."""
+    return X if p == 0 else X * torch.rand_like(X).ge_(p).mul_(1 / (1 - p))
+
+
+def _add_norm(add_norm: nn.Module, X: Tensor, Y: Tensor, p: float) -> Tensor:
+    """`zoo_attention.blocks.AddNorm`'s ``LayerNorm(dropout(Y) + X)`` with `_dropout`."""
+    ln = add_norm.ln
+    return F.layer_norm(_dropout(Y, p) + X, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def _packed_attention(attention: MultiHeadAttention, queries: Tensor, keys: Tensor, q_index: Tensor,
+                      k_index: Tensor, q_shape: tuple[int, int], k_shape: tuple[int, int], bias: Tensor,
+                      p: float) -> Tensor:
+    """`MultiHeadAttention` of packed queries (Nq, h) over packed keys = values (Nk, h), with an additive `bias`
+    and dropout `p` on the weights: the projections on the packed rows, the attention on padded (batch, heads, steps,
+    d) tensors (explicit softmax: SDPA falls back to the same on the CPU when it drops out, slower), W_o on the
+    packed rows again."""
+    a = attention
+    if queries is keys:  # self-attention: one product for the three projections
+        w = torch.cat((a.W_q.weight, a.W_k.weight, a.W_v.weight))
+        b = None if a.W_q.bias is None else torch.cat((a.W_q.bias, a.W_k.bias, a.W_v.bias))
+        Q, K, V = _unpack(F.linear(queries, w, b), q_index, q_shape).chunk(3, dim=-1)
+    else:
+        Q = _unpack(a.W_q(queries), q_index, q_shape)
+        w = torch.cat((a.W_k.weight, a.W_v.weight))
+        b = None if a.W_k.bias is None else torch.cat((a.W_k.bias, a.W_v.bias))
+        K, V = _unpack(F.linear(keys, w, b), k_index, k_shape).chunk(2, dim=-1)
+    Q, K, V = a.split_heads(Q), a.split_heads(K), a.split_heads(V)
+    scores = Q @ K.transpose(-2, -1).contiguous() * (1 / math.sqrt(Q.shape[-1])) + bias
+    out = _dropout(F.softmax(scores, dim=-1), p) @ V
+    return a.W_o(_pack(a.merge_heads(out), q_index))
+
+
 class Transformer(EncoderDecoder):
     """The book's Transformer for machine translation (d2l §11.7), trained with the masked loss and Adam.
 
@@ -229,53 +265,30 @@ class Transformer(EncoderDecoder):
         src, tgt_in, tgt_out = src[:, :m], tgt_in[:, :n], tgt_out[:, :n]
         src_index = (torch.arange(m, device=dev) < src_valid_len[:, None]).view(-1).nonzero().squeeze(1)
         tgt_index = (torch.arange(n, device=dev) < tgt_len[:, None]).view(-1).nonzero().squeeze(1)
-        enc = self._packed_encoder(src, src_valid_len, src_index)                      # (Ns, h)
-        cross_bias = attention_bias(src_valid_len, 1, m, dtype=enc.dtype)             # (batch, 1, 1, m)
-        dec = self.decoder
-        X = _pack(dec.embed(tgt_in), tgt_index)                                       # (Nt, h)
+        p = self.dropout if self.training else 0.0
+        # additive masks, shared by the blocks: the source's padding; the causal mask of the target
+        src_bias = attention_bias(src_valid_len, 1, m)                               # (batch, 1, 1, m)
+        causal = attention_bias(None, n, n, causal=True, device=dev)                 # (1, 1, n, n)
+        enc = self.encoder
+        X = _pack(_dropout(enc.embedding(src) * math.sqrt(self.num_hiddens) + enc.pos_encoding.P[:, :m], p),
+                  src_index)                                                         # (Ns, h)
+        for blk in enc.blks:
+            Y = _add_norm(blk.addnorm1, X, _packed_attention(blk.attention, X, X, src_index, src_index,
+                                                             (batch_size, m), (batch_size, m), src_bias, p), p)
+            X = _add_norm(blk.addnorm2, Y, blk.ffn(Y), p)
+        enc_outputs, dec = X, self.decoder
+        X = _pack(_dropout(dec.embedding(tgt_in) * math.sqrt(self.num_hiddens) + dec.pos_encoding.P[:, :n], p),
+                  tgt_index)                                                         # (Nt, h)
         for blk in dec.blks:
-            a1, a2 = blk.attention1, blk.attention2
-            Y = blk.addnorm1(X, self._packed_attention(a1, X, X, tgt_index, tgt_index, (batch_size, n),
-                                                       (batch_size, n), None, causal=True))
-            Z = blk.addnorm2(Y, self._packed_attention(a2, Y, enc, tgt_index, src_index, (batch_size, n),
-                                                       (batch_size, m), cross_bias))
-            X = blk.addnorm3(Z, blk.ffn(Z))
-        logits = dec.dense(X)                                                         # (Nt, V)
+            Y = _add_norm(blk.addnorm1, X, _packed_attention(blk.attention1, X, X, tgt_index, tgt_index,
+                                                             (batch_size, n), (batch_size, n), causal, p), p)
+            Z = _add_norm(blk.addnorm2, Y, _packed_attention(blk.attention2, Y, enc_outputs, tgt_index, src_index,
+                                                             (batch_size, n), (batch_size, m), src_bias, p), p)
+            X = _add_norm(blk.addnorm3, Z, blk.ffn(Z), p)
+        logits = dec.dense(X)                                                        # (Nt, V)
         y = tgt_out.reshape(-1).index_select(0, tgt_index)
         mask = (y != pad).to(logits.dtype)
         return (F.cross_entropy(logits, y, reduction="none") * mask).sum() / mask.sum().clamp(min=1)
-
-    def _packed_encoder(self, src: Tensor, src_valid_len: Tensor, index: Tensor) -> Tensor:
-        """The encoder's outputs at the valid source positions `index` of `src` (batch, m): (Ns, h)."""
-        enc, shape = self.encoder, src.shape
-        X = _pack(enc.pos_encoding(enc.embedding(src) * math.sqrt(enc.num_hiddens)), index)
-        bias = attention_bias(src_valid_len, 1, shape[1], dtype=X.dtype)
-        for blk in enc.blks:
-            Y = blk.addnorm1(X, self._packed_attention(blk.attention, X, X, index, index, shape, shape, bias))
-            X = blk.addnorm2(Y, blk.ffn(Y))
-        return X
-
-    @staticmethod
-    def _packed_attention(attention: MultiHeadAttention, queries: Tensor, keys: Tensor, q_index: Tensor,
-                          k_index: Tensor, q_shape: tuple[int, int], k_shape: tuple[int, int], bias: Tensor | None,
-                          causal: bool = False) -> Tensor:
-        """`MultiHeadAttention` of packed queries (Nq, h) over packed keys = values (Nk, h): projections on the
-        packed rows, attention on the padded (batch, heads, steps, d) tensors, W_o on the packed rows again."""
-        a = attention
-        if queries is keys:  # self-attention: one product for the three projections
-            w = torch.cat((a.W_q.weight, a.W_k.weight, a.W_v.weight))
-            b = None if a.W_q.bias is None else torch.cat((a.W_q.bias, a.W_k.bias, a.W_v.bias))
-            Q, K, V = _unpack(F.linear(queries, w, b), q_index, q_shape).chunk(3, dim=-1)
-            Q = a.split_heads(Q)
-        else:
-            Q = a.split_heads(_unpack(a.W_q(queries), q_index, q_shape))
-            w = torch.cat((a.W_k.weight, a.W_v.weight))
-            b = None if a.W_k.bias is None else torch.cat((a.W_k.bias, a.W_v.bias))
-            K, V = _unpack(F.linear(keys, w, b), k_index, k_shape).chunk(2, dim=-1)
-        p = a.dropout if a.training else 0.0
-        out = F.scaled_dot_product_attention(Q, a.split_heads(K), a.split_heads(V), attn_mask=bias, dropout_p=p,
-                                             is_causal=causal)
-        return a.W_o(_pack(a.merge_heads(out), q_index))
 
     # --- the book's leaky validation figure --------------------------------------------------------------------------
     def leaky_forward(self, src: Tensor, tgt_in: Tensor, src_valid_len: Tensor) -> Tensor:
