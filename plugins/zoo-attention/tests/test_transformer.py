@@ -17,7 +17,7 @@ from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
 from zoo_core.export import export_graph
 from zoo_core.parity import _session
 from zoo_core.text import BOS, EOS
-from zoo_attention.transformer import Transformer
+from zoo_attention.transformer import Transformer, prefix_graph
 
 D2L_BOOK_PARAMS = 1_869_782  # d2l 1.0.3's TransformerEncoder + §11.7's TransformerDecoder (194/214 words), built
 
@@ -373,3 +373,21 @@ def test_training_lowers_the_validation_loss(trained):
     model, data = trained
     with torch.no_grad():
         assert model.validation_step(data.splits()["val"])["loss"] < 1.0  # from about log(28) = 3.3 untrained
+
+
+def test_uncached_prefix_decoder_is_the_forward_pass(tmp_path):
+    """The benchmark's uncached decoder (`prefix_graph`, the whole prefix each step) gives the forward pass's logits
+    at the prefix's last position, in PyTorch and exported to ONNX Runtime at untraced sizes."""
+    model = tiny().eval()
+    src, tgt, valid = model.graph_inputs("model", {"batch": 3, "src_seq": 6, "tgt_seq": 5})
+    graph = prefix_graph(model)
+    export_graph(model, graph, tmp_path / graph.file)
+    session = _session(tmp_path / graph.file, "CPUExecutionProvider")
+    with torch.no_grad():
+        expected = model(src, tgt, valid)
+        memory = model.graph_module("encoder")(src, valid)
+        prefix = model.graph_module("decoder_prefix")
+        for t in (1, 2, 5):
+            torch.testing.assert_close(prefix(tgt[:, :t], *memory), expected[:, t - 1], rtol=1e-5, atol=1e-5)
+            feed = dict(zip(("tgt", "cross_K", "cross_V", "cross_bias"), (x.numpy() for x in (tgt[:, :t], *memory))))
+            np.testing.assert_allclose(session.run(None, feed)[0], expected[:, t - 1].numpy(), rtol=1e-4, atol=1e-4)

@@ -31,6 +31,8 @@ Graphs (every tensor batch-major, so that beam search can reorder rows; d = num_
   key/value cache of every block's self-attention. ``K`` and ``V`` are the state; decoding starts from an empty cache
   (``past`` = 0, the zeros `zoo_core.decoding` gives a state no encoder produces) and the new token's position is
   ``past``. The export traces ``past`` >= 2; ONNX Runtime runs the graph at ``past`` = 0 (a test holds it).
+- ``decoder_prefix`` (not exported by ``zoo export``; `prefix_graph`): the decoder without a cache, ``(tgt (batch, t),
+  cross_K, cross_V, cross_bias) -> logits (batch, V)`` of the last position, for measuring what the cache saves.
 
 Training on the CPU takes a faster road to the same loss (`Transformer.packed_loss`, used by `training_step`; the
 validation loss and every graph use the forward pass): the batch is cut to its longest source and its longest target
@@ -54,11 +56,13 @@ from torch import Tensor, nn
 from zoo_attention.blocks import (
     MultiHeadAttention, PositionalEncoding, TransformerDecoderBlock, TransformerEncoderBlock, attention_bias,
 )
+from zoo_core import GraphSpec
 from zoo_modern_rnn.encoder_decoder import (
     Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
 )
 
 NUM_STEPS = 9  # the book's sentence length (FraEng num_steps): the default size of example inputs
+PREFIX_GRAPH = "decoder_prefix"  # the uncached decoder (`TransformerDecoderPrefix`): benchmarks and tests only
 
 Cache = list[tuple[Tensor, Tensor]]
 """Each decoder block's self-attention keys and values, (batch, heads, past, d) each."""
@@ -172,6 +176,35 @@ class TransformerDecoderStep(nn.Module):
             Ks.append(K_i)
             Vs.append(V_i)
         return self.decoder.dense(X[:, 0]), torch.stack(Ks, 1), torch.stack(Vs, 1)
+
+
+class TransformerDecoderPrefix(nn.Module):
+    """An uncached decoder, for comparison with the cached step (not exported by `zoo export`): ``(tgt (batch, t),
+    cross_K, cross_V, cross_bias) -> logits (batch, V)`` of the last position, the whole prefix run through the
+    decoder again (what decoding costs without a key/value cache: the step graph does the same with one position)."""
+
+    def __init__(self, decoder: TransformerDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tgt: Tensor, cross_K: Tensor, cross_V: Tensor, cross_bias: Tensor) -> Tensor:
+        X = self.decoder.embed(tgt)
+        for i, blk in enumerate(self.decoder.blks):
+            Y = blk.addnorm1(X, blk.attention1(X, X, X, causal=True))
+            Q = blk.attention2.split_heads(blk.attention2.W_q(Y))
+            Z = blk.addnorm2(Y, blk.attention2.attend(Q, cross_K[:, i], cross_V[:, i], cross_bias))
+            X = blk.addnorm3(Z, blk.ffn(Z))
+        return self.decoder.dense(X[:, -1])
+
+
+def prefix_graph(model: Transformer) -> GraphSpec:
+    """The `GraphSpec` of `model`'s uncached ``decoder_prefix`` graph (export it with
+    `zoo_core.export.export_graph`): the cached step's inputs, the target prefix instead of one token and the cache."""
+    d, blks, heads = model.num_hiddens // model.num_heads, model.num_blks, model.num_heads
+    memory = [f"cross_{n}: float32[batch, {blks}, {heads}, src_seq, {d}]" for n in ("K", "V")]
+    return GraphSpec(PREFIX_GRAPH, ("tgt: int64[batch, tgt_seq]", *memory, "cross_bias: float32[batch, 1, 1, src_seq]"),
+                     (f"logits: float32[batch, {model.tgt_vocab_size}]",),
+                     summary="the decoder over the whole prefix, uncached: the last position's logits")
 
 
 def _unpack(rows: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -366,6 +399,11 @@ class Transformer(EncoderDecoder):
     def decoder_step_graph(self) -> nn.Module:
         return TransformerDecoderStep(self.decoder)
 
+    def graph_module(self, name: str) -> nn.Module:
+        if name == PREFIX_GRAPH:
+            return TransformerDecoderPrefix(self.decoder)
+        return super().graph_module(name)
+
     def graph_inputs(self, name: str, dims: Mapping[str, int]) -> tuple[Tensor, ...]:
         batch_size = dims_or(dims, "batch", 2)
         src_steps, tgt_steps = dims_or(dims, "src_seq", NUM_STEPS), dims_or(dims, "tgt_seq", NUM_STEPS)
@@ -375,12 +413,15 @@ class Transformer(EncoderDecoder):
                     random_valid_lens(batch_size, src_steps))
         if name == "encoder":
             return random_tokens(self.src_vocab_size, batch_size, src_steps), random_valid_lens(batch_size, src_steps)
+        d = self.num_hiddens // self.num_heads
+        memory = (batch_size, self.num_blks, self.num_heads, src_steps, d)
+        bias = attention_bias(random_valid_lens(batch_size, src_steps), 1, src_steps)
         if name == "decoder_step":
             past = dims_or(dims, "past", 2)
-            d = self.num_hiddens // self.num_heads
-            memory = (batch_size, self.num_blks, self.num_heads, src_steps, d)
-            bias = attention_bias(random_valid_lens(batch_size, src_steps), 1, src_steps)
             return (random_tokens(self.tgt_vocab_size, batch_size), torch.randn(memory), torch.randn(memory), bias,
                     torch.randn(batch_size, self.num_blks, self.num_heads, past, d),
                     torch.randn(batch_size, self.num_blks, self.num_heads, past, d))
+        if name == PREFIX_GRAPH:
+            return (random_tokens(self.tgt_vocab_size, batch_size, tgt_steps), torch.randn(memory),
+                    torch.randn(memory), bias)
         return super().graph_inputs(name, dims)
