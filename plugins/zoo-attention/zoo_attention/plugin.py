@@ -168,7 +168,62 @@ def _vit(register):
 
 
 def _pretraining(register):
-    """GPT-mini (decoder-only, causal LM) and BERT-mini (encoder-only, masked LM) on The Time Machine (d2l §11.9)."""
+    """GPT-mini (decoder-only, causal LM) and BERT-mini (encoder-only, masked LM) on The Time Machine (d2l §11.9;
+    owner: pretraining engineer). `zoo_attention.pretraining` says how they train.
+
+    `book`: chapter 9's windows of the book's characters (batch 1024, 32 steps, the first 10,000 windows train, the
+    next 5,000 validate), 2 post-norm blocks, 64 hidden, FFN 256, 4 heads, dropout 0.1, Adam; gpt-mini's 50 epochs
+    are gru-lm's training tokens (16M). `tiny`: 16 hidden on the synthetic text (the contract suite).
+    BERT-mini's task, ``masked-language-modeling``, is not one `zoo predict` handles: its Python API fills ``_``
+    characters (`BERTMini.fill`); train, export, verify and info work as for any model.
+    """
+    from zoo_attention.pretraining_graphs import bert_graphs, gpt_graphs
+    from zoo_core import ModelSpec, Preset
+
+    V = 28  # the Time Machine's characters: 26 letters, space, <unk>
+    book_data = {"batch_size": 1024, "num_steps": 32, "num_train": 10000, "num_val": 5000}
+    tiny_data = {"synthetic": True, "batch_size": 16, "num_steps": 8, "num_train": 64, "num_val": 32}
+    book = {"vocab_size": V, "num_hiddens": 64, "ffn_num_hiddens": 256, "num_heads": 4, "num_blks": 2,
+            "dropout": 0.1, "lr": 0.003, "max_len": 512}
+    tiny = {**book, "num_hiddens": 16, "ffn_num_hiddens": 32, "num_heads": 2, "lr": 0.01, "max_len": 64}
+    recipe = ("The Time Machine (characters), batch 1024, 32 steps, 2 post-norm blocks, 64 hidden, FFN 256, 4 heads, "
+              "dropout 0.1, sinusoidal positions (512), Adam {lr:g}, {epochs} epochs, clip 1")
+
+    def gpt_preset(model: dict, data: dict, epochs: int, num_params: int, summary: str) -> Preset:
+        graphs = gpt_graphs(V, model["num_blks"], model["num_heads"], model["num_hiddens"])
+        return Preset(model=model, data=data, train={"max_epochs": epochs, "gradient_clip_val": 1.0},
+                      num_params=num_params, graphs=graphs, outputs=graphs[0].outputs, summary=summary)
+
+    def bert_preset(model: dict, data: dict, epochs: int, num_params: int, summary: str) -> Preset:
+        graphs = bert_graphs(V)
+        return Preset(model=model, data=data, train={"max_epochs": epochs, "gradient_clip_val": 1.0},
+                      num_params=num_params, graphs=graphs, outputs=graphs[0].outputs, summary=summary)
+
+    gpt_book_graphs = gpt_graphs(V, 2, 4, 64)
+    register(ModelSpec(
+        name="gpt-mini", builder="zoo_attention.pretraining:GPTMini", chapter=11, section="11.9",
+        summary="decoder-only causal Transformer language model (GPT) on The Time Machine's characters: perplexity "
+                "beside chapters 9-10's RNNs, KV-cached greedy and beam search",
+        task="language-modeling", dataset="time-machine", tags=("attention", "pretraining"),
+        inputs=gpt_book_graphs[0].inputs, outputs=gpt_book_graphs[0].outputs, graphs=gpt_book_graphs,
+        presets={
+            "book": gpt_preset(book, book_data, 50, 103_068, recipe.format(lr=book["lr"], epochs=50)
+                               + " (50 epochs: gru-lm's 16M training tokens)"),
+            "tiny": gpt_preset(tiny, tiny_data, 2, 5_244, "synthetic text over the book's 28 characters, 16 hidden, "
+                                                      "2 heads, 2 blocks, positions up to 64"),
+        }))
+    register(ModelSpec(
+        name="bert-mini", builder="zoo_attention.pretraining:BERTMini", chapter=11, section="11.9",
+        summary="encoder-only masked language model (BERT) on The Time Machine's characters: 15% of positions "
+                "chosen (80% mask token, 10% random, 10% kept), loss there only",
+        task="masked-language-modeling", dataset="time-machine", tags=("attention", "pretraining"),
+        inputs=bert_graphs(V)[0].inputs, outputs=bert_graphs(V)[0].outputs, graphs=bert_graphs(V),
+        presets={
+            "book": bert_preset(book, book_data, 20, 107_420, recipe.format(lr=book["lr"], epochs=20)
+                                + "; mask token = index 28"),
+            "tiny": bert_preset(tiny, tiny_data, 2, 5_564, "synthetic text over the book's 28 characters, 16 hidden, "
+                                                       "2 heads, 2 blocks"),
+        }))
 
 
 @hookimpl
