@@ -140,9 +140,9 @@ def pair(num_blks: int, **changes) -> tuple[ViT, BookViT]:
     return zoo, book
 
 
-@pytest.mark.parametrize("num_blks", [1, 2, 3])
-def test_logits_and_gradients_are_the_books(num_blks: int) -> None:
-    zoo, book = pair(num_blks)
+@pytest.mark.parametrize("num_blks,use_bias", [(1, False), (2, False), (3, False), (2, True)])
+def test_logits_and_gradients_are_the_books(num_blks: int, use_bias: bool) -> None:
+    zoo, book = pair(num_blks, use_bias=use_bias)
     zoo.eval(), book.eval()
     X, y = torch.rand(5, 1, 32, 32), torch.randint(0, 10, (5,))
     out_zoo, out_book = zoo(X), book(X)
@@ -206,15 +206,30 @@ def test_the_cls_token() -> None:
     assert zoo.cls_token.grad.abs().sum() > 0
 
 
-def test_block_with_queries_gives_the_full_blocks_first_rows() -> None:
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_cls_forward_is_the_full_blocks_first_row(use_bias: bool) -> None:
+    """The last block's shortcut: the <cls> row of the full block, in eval mode and (dropout off) in training."""
     torch.manual_seed(0)
-    blk = ViTBlock(32, 64, 4, 0.1).eval()
+    blk = ViTBlock(32, 64, 4, 0.0, use_bias=use_bias)
     X = torch.randn(3, 7, 32)
-    with torch.no_grad():
+    for mode in (blk.eval, blk.train):
+        mode()
         full = blk(X)
         assert full.shape == (3, 7, 32)
-        torch.testing.assert_close(blk(X, queries=1), full[:, :1])
-        torch.testing.assert_close(blk(X, queries=3), full[:, :3])
+        torch.testing.assert_close(blk.cls_forward(X), full[:, :1], atol=1e-5, rtol=1e-5)
+
+
+def test_cls_forward_drops_attention_weights_in_training() -> None:
+    torch.manual_seed(0)
+    blk = ViTBlock(32, 64, 4, 0.5).train()
+    blk.mlp.eval()  # only the attention's dropout
+    X = torch.randn(64, 7, 32)
+    with torch.no_grad():
+        eval_out = blk.eval().cls_forward(X)
+        blk.train(); blk.mlp.eval()
+        assert not torch.allclose(blk.cls_forward(X), eval_out)
+        runs = torch.stack([blk.cls_forward(X) for _ in range(400)]).mean(0)  # inverted dropout: same mean
+    torch.testing.assert_close(runs, eval_out, atol=0.1, rtol=0)
 
 
 def test_mlp_is_gelu_between_two_dense_layers() -> None:
@@ -229,3 +244,20 @@ def test_mlp_is_gelu_between_two_dense_layers() -> None:
 def test_zero_blocks_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least one block"):
         ViT(num_blks=0)
+
+
+@pytest.mark.slow
+def test_book_size_onnx_parity(tmp_path) -> None:
+    """The book-size network through ONNX Runtime (the contract suite exports the tiny one)."""
+    from zoo_core import check_parity, get_model, get_spec
+    from zoo_core.export import export_graph, parity_dims
+
+    spec = get_spec("vit")
+    model = get_model("vit", preset="book").eval()
+    graph = spec.graph_specs("book")[0]
+    export_graph(model, graph, tmp_path / graph.file, exporter=spec.onnx_exporter)
+    torch.manual_seed(0)
+    dims = parity_dims(graph)
+    result = check_parity(model, tmp_path / graph.file, model.graph_inputs(graph.name, dims), dims=dims,
+                          atol=spec.parity.atol, rtol=spec.parity.rtol, input_names=[t.name for t in graph.inputs])
+    assert result.passed, str(result)

@@ -5,17 +5,22 @@ Each non-overlapping ``patch_size`` square is linearly embedded (`zoo_attention.
 encoder blocks (`ViTBlock`: LayerNorm before the attention and before the MLP, residual connections around both)
 mixes the tokens; the class comes from the ``<cls>`` token's final representation (LayerNorm, then a dense layer).
 
-The book's computation, with one saving: the head reads only the ``<cls>`` row of the last block's output, and in a
-pre-norm block every position's output depends on the other positions only through the attention's keys and values.
-So the last block computes keys and values for every position, but queries, the attention output, W_o, the residual
-and the MLP for the ``<cls>`` row alone: the other rows' results would be thrown away. With the book's sizes that is
-40% of the forward pass's multiply-adds (and of the backward's); the logits, and so the loss and every gradient,
-are those of the book's full forward pass (tests/test_vit.py checks that against a transcription of the book's code).
+The book's function, computed with less work: the head reads only the ``<cls>`` row of the last block's output, and
+in a pre-norm block a position's output depends on the others only through the attention's keys and values. So the
+last block (`ViTBlock.cls_forward`) computes the ``<cls>`` row alone, and without projecting every position's keys
+and values: for each head, ``q . (Y W_k^T)^T = (q W_k) . Y^T`` and ``w (Y W_v^T) = (w Y) W_v^T``, with ``Y`` the
+normalised tokens, ``q`` the ``<cls>`` query and ``w`` its attention weights; the same products, associated the
+other way. With the book's sizes that leaves 126 of the 240 million multiply-adds per image of the forward pass
+(and the same share of the backward's): the logits, the loss and every gradient are the book's up to float rounding
+(tests/test_vit.py checks them against a transcription of the book's code with the same weights).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_attention.blocks import MultiHeadAttention, PatchEmbedding
@@ -56,13 +61,33 @@ class ViTBlock(nn.Module):
         self.ln2 = nn.LayerNorm(num_hiddens)
         self.mlp = ViTMLP(num_hiddens, mlp_num_hiddens, num_hiddens, dropout)
 
-    def forward(self, X: Tensor, queries: int | None = None) -> Tensor:
-        """``X`` (b, n, h) -> (b, n, h); with `queries`, only the first `queries` positions' outputs (b, queries, h),
-        which are those of the full call: every position's keys and values still enter the attention."""
+    def forward(self, X: Tensor) -> Tensor:
+        """``X`` (b, n, h) -> (b, n, h)."""
         Y = self.ln1(X)
-        if queries is not None:
-            X = X[:, :queries]
-        X = X + self.attention(Y if queries is None else Y[:, :queries], Y, Y)
+        X = X + self.attention(Y, Y, Y)
+        return X + self.mlp(self.ln2(X))
+
+    def cls_forward(self, X: Tensor) -> Tensor:
+        """The first position's output alone: ``X`` (b, n, h) -> (b, 1, h), ``forward(X)[:, :1]`` computed with 3% of its
+        multiply-adds (for the book's sizes). The attention uses `attention`'s weights, but instead of
+        the keys and values of every position (2 n h^2 multiply-adds) it maps the one query back through each head's
+        W_k and its attention-weighted mix of positions through W_v (4 h^2 + 2 n h); dropout falls on the attention
+        weights, as in `MultiHeadAttention`."""
+        att = self.attention
+        b, n, h = X.shape
+        heads = att.num_heads
+        d = h // heads
+        Y = self.ln1(X)
+        q = att.W_q(Y[:, :1]).view(b, heads, d)
+        W_k, W_v = att.W_k.weight.view(heads, d, h), att.W_v.weight.view(heads, d, h)
+        scores = torch.einsum("bkd,kdh->bkh", q, W_k) @ Y.transpose(1, 2)  # (b, heads, n): q . K^T per head
+        if att.W_k.bias is not None:
+            scores = scores + (q * att.W_k.bias.view(heads, d)).sum(-1, keepdim=True)
+        weights = F.dropout(F.softmax(scores / math.sqrt(d), dim=-1), att.dropout, self.training)
+        out = torch.einsum("bkh,kdh->bkd", weights @ Y, W_v)  # (b, heads, d): weights . V per head
+        if att.W_v.bias is not None:  # the weights sum to 1 only without dropout
+            out = out + weights.sum(-1, keepdim=True) * att.W_v.bias.view(heads, d)
+        X = X[:, :1] + att.W_o(out.reshape(b, 1, h))
         return X + self.mlp(self.ln2(X))
 
 
@@ -115,7 +140,7 @@ class ViT(Classifier):
         *blks, last = self.blks
         for blk in blks:
             X = blk(X)
-        X = last(X, queries=1)  # the <cls> row only: the head reads nothing else (see the module's docstring)
+        X = last.cls_forward(X)  # the <cls> row only: the head reads nothing else (see the module's docstring)
         return self.head(X[:, 0])
 
     def example_inputs(self, batch_size: int = 2) -> tuple[Tensor, ...]:
