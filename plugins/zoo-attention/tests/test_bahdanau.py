@@ -11,13 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo_attention.bahdanau import CROSS_ATTENTION, Bahdanau, Seq2SeqAttentionDecoder, gru_cell
+from zoo_attention.bahdanau import CROSS_ATTENTION, Bahdanau, Seq2SeqAttentionDecoder, _AttentionDecoder
 from zoo_core import Trainer, check_parity, get_data, get_model, get_spec
 from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
 from zoo_core.export import export_graph, parity_dims, trace_dims
 from zoo_core.testing import require_data
 from zoo_core.text import BOS, EOS, UNK
-from zoo_modern_rnn.gru_train import input_bias
 
 # the reference (d2l 1.0.3, `OMP_NUM_THREADS=1 d2l-reference bahdanau --epochs 30 --seed 0`, measured here at 18:37
 # UTC on the default AVX-512 kernels): its greedy translations' BLEU (k=2) and validation masked cross-entropy
@@ -193,21 +192,37 @@ def test_books_predict_step_is_greedy_without_eos():
 
 # --- the training path ------------------------------------------------------------------------------------------------
 
-def test_gru_cell_is_nn_gru_cell():
-    """gru_cell is nn.GRUCell (PyTorch's reset-after form), gradients included (float64 gradcheck)."""
-    cell = torch.nn.GRUCell(3, 5).double()
-    for p in cell.parameters():
-        torch.nn.init.normal_(p, 0, 0.5)
-    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    h = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+@pytest.mark.filterwarnings("ignore:dropout option adds dropout")  # nn.GRU on one layer
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_attention_decoder_backward_is_its_gradient(num_layers):
+    """The training path's decoder (`_AttentionDecoder`, a hand-written backward pass) has the gradients of its
+    forward computation, dropout on (the same masks at every call: the seed is reset), rows of different lengths,
+    sources with padding: float64 gradcheck on every input and weight."""
+    model = get_model("bahdanau", preset="tiny", embed_size=3, num_hiddens=4, num_layers=num_layers,
+                      dropout=0.3).double().train()
+    src, tgt_in, valid = padded_inputs(model, 4, 5, 4)
+    batch_sizes = [4, 3, 3, 1]
+    dec, att, rnn = model.decoder, model.decoder.attention, model.decoder.rnn
+    with torch.no_grad():
+        enc_outputs, states = model.encoder_outputs(src)
+    keep = torch.arange(5)[None, :] < valid[:, None]
+    L, H = num_layers, 4
+    weights = ([getattr(rnn, f"weight_hh_l{k}") for k in range(L)] + [getattr(rnn, f"bias_hh_l{k}")[2 * H:]
+                                                                        for k in range(L)]
+               + [getattr(rnn, f"weight_ih_l{k}") for k in range(1, L)] + [getattr(rnn, f"bias_ih_l{k}")
+                                                                          for k in range(1, L)])
+    inputs = [torch.randn(sum(batch_sizes), 3 * H, dtype=torch.float64), enc_outputs, att.project_keys(enc_outputs),
+              torch.stack(states), rnn.weight_ih_l0[:, :H], att.W_q.weight, att.w_v.weight[0], *weights]
+    inputs = [x.detach().clone().requires_grad_() for x in inputs]
 
-    def ours(x, h, W_ih, b_ih, W_hh, b_hh):
-        return gru_cell(F.linear(x, W_ih, input_bias(b_ih, b_hh)), h @ W_hh.t(), h, b_hh[10:])
+    def decoder(*args):
+        torch.manual_seed(3)
+        return _AttentionDecoder.apply(batch_sizes, keep, 0.3, 0.3, *args)
 
-    weights = [p.detach().clone().requires_grad_() for p in (cell.weight_ih, cell.bias_ih, cell.weight_hh,
-                                                             cell.bias_hh)]
-    torch.testing.assert_close(ours(x, h, *weights), cell(x, h))
-    assert torch.autograd.gradcheck(ours, (x, h, *weights))
+    out = decoder(*inputs)
+    assert out.shape == (sum(batch_sizes), H) and not torch.equal(out, _AttentionDecoder.apply(
+        batch_sizes, keep, 0.0, 0.0, *inputs))  # dropout is on
+    assert torch.autograd.gradcheck(decoder, inputs)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "book"])

@@ -25,9 +25,12 @@ validation loss, the graphs and `attention_maps` use the book's forward pass):
 - the encoder is `zoo_modern_rnn.gru_train.gru_layer` (a hand-written backward pass), its first layer's input
   projection looked up in a projected embedding table; so is the embedding part of the decoder's first-layer input
   gates (``E W_ih^T + b``, one row per word);
-- each decoder step is one loop body with no host sync: the top layer's recurrent product and the attention query
-  are one matrix product (``h [W_hh1; W_q]^T``), the GRU cells run the fused `gru_cell` (a hand-written backward
-  pass: 5 kernels forward instead of a dozen), the attention's mask is computed once per batch.
+- the decoder is one autograd node (`_AttentionDecoder`) with a hand-written backward pass: each step is a loop body
+  with no host sync, the top layer's recurrent product and the attention query are one matrix product (``h [W_hh1;
+  W_q]^T``), the GRU cells' gates are a few fused kernels, the attention's mask is computed once per batch; going
+  backwards, each step computes only what carries the gradient to the previous step, and every weight's gradient is
+  one matrix product over all steps at the end (per step, autograd would take one small product per weight and
+  accumulate it, and zero-fill a full-size gradient for every slice of the encoder's outputs and keys).
 
 Same parameters, same loss, same gradients up to float rounding; a test holds them equal to the forward pass's.
 
@@ -132,46 +135,160 @@ class BahdanauDecoderStep(nn.Module):
         return Y[:, 0], state[2].transpose(0, 1), self.decoder.attention_weights[0][:, 0]
 
 
-class _GRUCell(torch.autograd.Function):
-    """One GRU step from its gates (PyTorch's reset-after form, d2l §10.2), with a hand-written backward pass.
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), into grad_input
+_tanh_backward_into = torch.ops.aten.tanh_backward.grad_input   # grad * (1 - y^2), into grad_input
+_tanh_backward = torch.ops.aten.tanh_backward.default
 
-    ``gi`` (n, 3H): the input gates with the r and z recurrent biases folded in; ``gh`` (n, 3H): ``h W_hh^T`` (no
-    bias); ``b_hn`` (H,). Returns h' (n, H)::
 
-        r, z = sigmoid(gi_rz + gh_rz);  n = tanh(gi_n + r (gh_n + b_hn));  h' = n + z (h - n)
+def _dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    """`seq2seq.dropout`'s mask: 1 / (1 - p) with probability 1 - p, else 0."""
+    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).mul_(1 / (1 - p))
+
+
+class _AttentionDecoder(torch.autograd.Function):
+    """The book's attention decoder (training mode) over a packed target, every step's arithmetic and its backward
+    pass written out: the decoder's part of `Bahdanau.packed_loss`.
+
+    Forward, at step t, for the ``n = batch_sizes[t]`` alive rows (the top layer's previous state ``h_top``)::
+
+        [gh_top | q] = h_top [W_hh_top; W_q]^T           (one product: the top layer's recurrence and the query)
+        F = tanh(q + K);  s = F w_v, masked;  a = softmax(s);  c = dropout(a) V       (additive attention)
+        layer 0: gi = emb_gates + c W_c^T;  layer k > 0: gi = dropout(h_{k-1}') W_ih_k^T + b;  GRU cell (`_GRUCell`)
+
+    Backward, from the last step to the first: per step only what the recurrence needs (the cells' gate gradients,
+    the attention's, and the products that carry the gradient to the previous step's states); every weight's
+    gradient is one matrix product over all steps at the end (as cuDNN and `gru_layer` do), and the gradients of the
+    encoder's outputs and keys accumulate in place (no per-step slice or accumulation through autograd).
     """
 
     @staticmethod
-    def forward(ctx, gi: Tensor, gh: Tensor, h: Tensor, b_hn: Tensor) -> Tensor:  # type: ignore[override]
-        H = h.shape[1]
-        rz = torch.add(gi[:, :2 * H], gh[:, :2 * H]).sigmoid_()
-        gh_n = gh[:, 2 * H:] + b_hn
-        n = torch.addcmul(gi[:, 2 * H:], rz[:, :H], gh_n).tanh_()
-        h_new = torch.lerp(n, h, rz[:, H:])
-        ctx.save_for_backward(h, rz, gh_n, n)
-        return h_new
+    def forward(ctx, batch_sizes: Sequence[int], keep: Tensor, p_drop: float, p_att: float,  # type: ignore[override]
+                emb_gates: Tensor, enc: Tensor, keys: Tensor, h_init: Tensor, W_c: Tensor, W_q: Tensor, w_v: Tensor,
+                *weights: Tensor) -> Tensor:
+        L, _, H = h_init.shape
+        Ha, N, m = W_q.shape[0], emb_gates.shape[0], enc.shape[1]
+        W_hh, b_hn = weights[:L], weights[L:2 * L]
+        W_ih, b_in = (None, *weights[2 * L:3 * L - 1]), (None, *weights[3 * L - 1:4 * L - 2])
+        W_top = torch.cat((W_hh[-1], W_q))                                     # (3 H + Ha, H)
+        W_top_t, W_c_t = W_top.t(), W_c.t()
+        new = emb_gates.new_empty
+        outs, rz, ghn, cand = ([new(N, H) for _ in range(L)], [new(N, 2 * H) for _ in range(L)],
+                               [new(N, H) for _ in range(L)], [new(N, H) for _ in range(L)])
+        xs = [None] + [new(N, H) for _ in range(1, L)]                          # the layers' dropped-out inputs
+        drop = [None] + [new(N, H) if p_drop > 0 else None for _ in range(1, L)]
+        Fs, A, C = new(N, m, Ha), new(N, m), new(N, H)
+        AD, att_mask = (new(N, m), new(N, m)) if p_att > 0 else (A, None)
+        masked = torch.full((), MASK_VALUE, dtype=emb_gates.dtype, device=emb_gates.device)
+        h = list(h_init.unbind(0))
+        start = 0
+        for n in batch_sizes:
+            sl = slice(start, start + n)
+            start += n
+            h = [x[:n] for x in h]
+            top = torch.mm(h[-1], W_top_t)                                          # (n, 3 H + Ha)
+            F_t = torch.add(top[:, None, 3 * H:], keys[:n], out=Fs[sl]).tanh_()   # (n, m, Ha)
+            scores = torch.where(keep[:n], torch.mv(F_t.view(-1, Ha), w_v).view(n, m), masked)
+            A[sl] = scores.softmax(-1)
+            if p_att > 0:
+                att_mask[sl] = _dropout_mask((n, m), p_att, A)
+                torch.mul(A[sl], att_mask[sl], out=AD[sl])
+            torch.bmm(AD[sl].unsqueeze(1), enc[:n], out=C[sl].unsqueeze(1))        # the context (n, H)
+            for k in range(L):
+                if k == 0:
+                    gi = torch.addmm(emb_gates[sl], C[sl], W_c_t)
+                else:
+                    if p_drop > 0:
+                        drop[k][sl] = _dropout_mask((n, H), p_drop, A)
+                        torch.mul(outs[k - 1][sl], drop[k][sl], out=xs[k][sl])
+                    else:
+                        xs[k][sl] = outs[k - 1][sl]
+                    gi = torch.addmm(b_in[k], xs[k][sl], W_ih[k].t())
+                gh = top[:, :3 * H] if k == L - 1 else torch.mm(h[k], W_hh[k].t())
+                r_z = torch.add(gi[:, :2 * H], gh[:, :2 * H], out=rz[k][sl]).sigmoid_()
+                gh_n = torch.add(gh[:, 2 * H:], b_hn[k], out=ghn[k][sl])
+                n_t = torch.addcmul(gi[:, 2 * H:], r_z[:, :H], gh_n, out=cand[k][sl]).tanh_()
+                torch.lerp(n_t, h[k], r_z[:, H:], out=outs[k][sl])
+            h = [outs[k][sl] for k in range(L)]
+        ctx.batch_sizes, ctx.p_drop, ctx.p_att, ctx.L, ctx.has_att_mask = list(batch_sizes), p_drop, p_att, L, p_att > 0
+        saved = [keep, enc, h_init, W_c, W_top, w_v, Fs, A, C, *W_hh, *W_ih[1:], *outs, *rz, *ghn, *cand, *xs[1:]]
+        ctx.n_saved = len(saved)
+        extra = [AD, att_mask] if p_att > 0 else []
+        extra += drop[1:] if p_drop > 0 else []
+        ctx.save_for_backward(*saved, *extra)
+        return outs[-1]
 
     @staticmethod
-    def backward(ctx, d_h: Tensor):  # type: ignore[override]
-        h, rz, gh_n, n = ctx.saved_tensors
-        H = h.shape[1]
-        r, z = rz[:, :H], rz[:, H:]
-        d_gi = d_h.new_empty(len(d_h), 3 * H)
-        d_gh = d_h.new_empty(len(d_h), 3 * H)
-        torch.mul(d_h, h - n, out=d_gi[:, H:2 * H])                              # z: dh' (h - n)
-        d_hz = d_h * z                                                           # h: dh' z
-        torch.ops.aten.tanh_backward.grad_input(d_h - d_hz, n, grad_input=d_gi[:, 2 * H:])  # n: dh' (1 - z)(1 - n^2)
-        torch.mul(d_gi[:, 2 * H:], r, out=d_gh[:, 2 * H:])                        # gh_n: dn r
-        torch.mul(d_gi[:, 2 * H:], gh_n, out=d_gi[:, :H])                         # r: dn gh_n
-        torch.ops.aten.sigmoid_backward.grad_input(d_gi[:, :2 * H], rz, grad_input=d_gi[:, :2 * H])
-        d_gh[:, :2 * H] = d_gi[:, :2 * H]
-        d_b_hn = d_gh[:, 2 * H:].sum(0) if ctx.needs_input_grad[3] else None
-        return d_gi, d_gh, d_hz, d_b_hn
-
-
-def gru_cell(gi: Tensor, gh: Tensor, h: Tensor, b_hn: Tensor) -> Tensor:
-    """One GRU step (see `_GRUCell`): the input gates `gi` (r, z biases folded in), ``gh = h W_hh^T``, h, b_hn."""
-    return _GRUCell.apply(gi, gh, h, b_hn)
+    def backward(ctx, d_out: Tensor):  # type: ignore[override]
+        L, batch_sizes = ctx.L, ctx.batch_sizes
+        tensors = ctx.saved_tensors
+        keep, enc, h_init, W_c, W_top, w_v, Fs, A, C = tensors[:9]
+        rest = list(tensors[9:ctx.n_saved])
+        W_hh, rest = rest[:L], rest[L:]
+        W_ih, rest = [None, *rest[:L - 1]], rest[L - 1:]
+        outs, rz, ghn, cand, rest = rest[:L], rest[L:2 * L], rest[2 * L:3 * L], rest[3 * L:4 * L], rest[4 * L:]
+        xs = [None, *rest[:L - 1]]
+        extra = list(tensors[ctx.n_saved:])
+        AD, att_mask = (extra[0], extra[1]) if ctx.has_att_mask else (A, None)
+        drop = [None, *extra[2 if ctx.has_att_mask else 0:]] if ctx.p_drop > 0 else [None] * L
+        _, b, H = h_init.shape
+        Ha, N, m = W_top.shape[0] - 3 * H, A.shape[0], A.shape[1]
+        new = A.new_empty
+        D_gi = [new(N, 3 * H) for _ in range(L)]
+        D_top = new(N, 3 * H + Ha)                                              # [d gh_top | d q]
+        D_gh = [new(N, 3 * H) for _ in range(L - 1)] + [D_top[:, :3 * H]]
+        dh = [h_init.new_zeros(b, H) for _ in range(L)]
+        d_enc, d_keys, d_w_v = torch.zeros_like(enc), A.new_zeros(b, m, Ha), torch.zeros_like(w_v)
+        starts = [0]
+        for n in batch_sizes[:-1]:
+            starts.append(starts[-1] + n)
+        for t in reversed(range(len(batch_sizes))):
+            n, s0 = batch_sizes[t], starts[t]
+            sl = slice(s0, s0 + n)
+            dhz = [None] * L
+            d_above = None
+            for k in reversed(range(L)):
+                dh_t = dh[k][:n] + (d_out[sl] if k == L - 1 else d_above)
+                h_prev = h_init[k, :n] if t == 0 else outs[k][starts[t - 1]:starts[t - 1] + n]
+                r_z, n_t, dgi, dgh = rz[k][sl], cand[k][sl], D_gi[k][sl], D_gh[k][sl]
+                torch.mul(dh_t, h_prev - n_t, out=dgi[:, H:2 * H])                   # z
+                dhz[k] = dh_t * r_z[:, H:]                                             # h, directly
+                _tanh_backward_into(dh_t.sub_(dhz[k]), n_t, grad_input=dgi[:, 2 * H:])      # the candidate
+                torch.mul(dgi[:, 2 * H:], r_z[:, :H], out=dgh[:, 2 * H:])              # gh_n (through r)
+                torch.mul(dgi[:, 2 * H:], ghn[k][sl], out=dgi[:, :H])                  # r
+                _sigmoid_backward(dgi[:, :2 * H], r_z, grad_input=dgi[:, :2 * H])
+                dgh[:, :2 * H] = dgi[:, :2 * H]
+                if k > 0:
+                    d_above = torch.mm(dgi, W_ih[k])
+                    if drop[k] is not None:
+                        d_above.mul_(drop[k][sl])
+            # the attention: c = dropout(a) V, a = softmax(masked F w_v), F = tanh(q + K)
+            d_c = torch.mm(D_gi[0][sl], W_c)                                           # (n, H)
+            d_ad = torch.bmm(enc[:n], d_c.unsqueeze(2)).squeeze(2)                     # (n, m)
+            d_enc[:n].baddbmm_(AD[sl].unsqueeze(2), d_c.unsqueeze(1))
+            d_a = d_ad * att_mask[sl] if att_mask is not None else d_ad
+            a = A[sl]
+            d_s = a * (d_a - (d_a * a).sum(-1, keepdim=True))                          # 0 where masked (a = 0)
+            F_t = Fs[sl]
+            d_w_v.addmv_(F_t.view(-1, Ha).t(), d_s.reshape(-1))
+            d_pre = _tanh_backward(d_s.unsqueeze(2) * w_v, F_t)                        # (n, m, Ha)
+            d_keys[:n] += d_pre
+            torch.sum(d_pre, 1, out=D_top[sl, 3 * H:])                                  # d q
+            for k in range(L):  # the gradient reaching each layer's state after step t - 1
+                if k == L - 1:
+                    torch.addmm(dhz[k], D_top[sl], W_top, out=dh[k][:n])
+                else:
+                    torch.addmm(dhz[k], D_gh[k][sl], W_hh[k], out=dh[k][:n])
+        # every weight's gradient: one product over all steps
+        h_prevs = [torch.cat([h_init[k, :batch_sizes[0]]] + [outs[k][starts[t - 1]:starts[t - 1] + batch_sizes[t]]
+                             for t in range(1, len(batch_sizes))]) for k in range(L)]
+        d_W_top = D_top.t() @ h_prevs[-1]
+        d_W_hh = [D_gh[k].t() @ h_prevs[k] for k in range(L - 1)] + [d_W_top[:3 * H]]
+        d_b_hn = [D_gh[k][:, 2 * H:].sum(0) for k in range(L)]
+        d_W_ih = [D_gi[k].t() @ xs[k] for k in range(1, L)]
+        d_b_in = [D_gi[k].sum(0) for k in range(1, L)]
+        d_W_c = D_gi[0].t() @ C
+        return (None, None, None, None, D_gi[0], d_enc, d_keys, torch.stack(dh), d_W_c, d_W_top[3 * H:], d_w_v,
+                *d_W_hh, *d_b_hn, *d_W_ih, *d_b_in)
 
 
 class Bahdanau(EncoderDecoder):
@@ -251,40 +368,24 @@ class Bahdanau(EncoderDecoder):
         decreasing length, ``batch_sizes[t]`` of them alive at step t; from the encoder's outputs and final
         `states`. Returns the top layer's outputs (N, H), packed time-major (step t's alive rows, then step t+1's)."""
         rnn, att, H, E = self.decoder.rnn, self.decoder.attention, self.num_hiddens, self.embed_size
-        L, p = self.num_layers, rnn.dropout
+        L = self.num_layers
         W_ih0 = rnn.weight_ih_l0                                                     # (3 H, H + E): [context | emb]
         table = F.linear(self.decoder.embedding.weight, W_ih0[:, H:],
                          input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))                   # (tgt_vocab, 3 H)
-        emb_gates = F.embedding(tgt_in.t(), table)                                   # (steps, batch, 3 H)
-        W_c = W_ih0[:, :H]                                                           # the context's input weights
-        W_hh = [getattr(rnn, f"weight_hh_l{k}") for k in range(L)]
-        b_hn = [getattr(rnn, f"bias_hh_l{k}")[2 * H:] for k in range(L)]
-        b_in = [None] + [input_bias(getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")) for k in range(1, L)]
-        W_top = torch.cat((W_hh[-1], att.W_q.weight))                                # (3 H + H_att, H): h -> gh, query
-        w_v = att.w_v.weight[0]                                                      # (H_att,)
+        alive = (torch.arange(len(tgt_in), device=tgt_in.device)[None, :]
+                 < torch.tensor(batch_sizes, device=tgt_in.device)[:, None])          # (steps, batch)
+        tokens = tgt_in[:, :len(batch_sizes)].t()[alive]                            # (N,), packed time-major
+        emb_gates = F.embedding(tokens, table)                                       # (N, 3 H), packed
         keys = att.project_keys(enc_outputs)                                         # (batch, src_seq, H_att)
         keep = torch.arange(enc_outputs.shape[1], device=keys.device) < enc_valid_lens[:, None]
-        masked = torch.full((), MASK_VALUE, dtype=keys.dtype, device=keys.device)
+        weights = ([getattr(rnn, f"weight_hh_l{k}") for k in range(L)]
+                   + [getattr(rnn, f"bias_hh_l{k}")[2 * H:] for k in range(L)]
+                   + [getattr(rnn, f"weight_ih_l{k}") for k in range(1, L)]
+                   + [input_bias(getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")) for k in range(1, L)])
+        p_drop = rnn.dropout if self.training else 0.0
         p_att = att.dropout.p if self.training else 0.0
-        h = list(states)
-        outputs = []
-        for t, n in enumerate(batch_sizes):
-            h = [s[:n] for s in h]
-            top = h[-1] @ W_top.t()                                                  # (n, 3 H + H_att)
-            features = torch.tanh(top[:, None, 3 * H:] + keys[:n])                  # (n, src_seq, H_att)
-            scores = torch.where(keep[:n], features @ w_v, masked)                   # (n, src_seq)
-            weights = dropout(scores.softmax(-1), p_att, self.training)
-            context = torch.bmm(weights[:, None], enc_outputs[:n])[:, 0]             # (n, H)
-            gi = torch.addmm(emb_gates[t, :n], context, W_c.t())                     # (n, 3 H)
-            new = []
-            for k in range(L):
-                if k > 0:
-                    gi = F.linear(dropout(new[-1], p, self.training), getattr(rnn, f"weight_ih_l{k}"), b_in[k])
-                gh = top[:, :3 * H] if k == L - 1 else h[k] @ W_hh[k].t()
-                new.append(gru_cell(gi, gh, h[k], b_hn[k]))
-            h = new
-            outputs.append(h[-1])
-        return torch.cat(outputs)
+        return _AttentionDecoder.apply(batch_sizes, keep, p_drop, p_att, emb_gates, enc_outputs, keys,
+                                       torch.stack(states), W_ih0[:, :H], att.W_q.weight, att.w_v.weight[0], *weights)
 
     # --- graphs and attention maps -----------------------------------------------------------------------------------
     def encoder_graph(self) -> nn.Module:
