@@ -18,7 +18,12 @@ trained on; its figure is recorded as printed and corrected (``tokens_per_s_coun
 corrected one, so that both sides count the same tokens.
 
 Each model's row (`MODELS`) names its reference model, its book epochs and the issue's targets; chapter 10's models
-are in the table and run once their plugin registers them.
+are in the table and run once their plugin registers them. Chapter 11's ``gpt-mini`` (a causal Transformer, Adam) has
+no d2l reference: it trains on the same windows for 50 epochs, the training tokens of ``gru-lm``'s book recipe (16M:
+50 x 10,000 windows x 32 steps), and its row quotes the figures of the row it matches (`MATCHED`) from their results
+file, where that has been measured:
+
+    ZOO_DATA=../shared/data python benchmarks/language_models.py --models gpt-mini --out benchmarks/results/language_models_ch11.json
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ MODELS = {
     "lstm-lm-scratch": ("lstm-lm", 50, 7.21, None),
     "gru-lm-scratch": ("gru-lm", 50, 6.60, None),
     "deep-rnn-lm-scratch": ("deep-gru-lm", 100, 6.56, None),
+    # chapter 11: no d2l reference; 50 epochs are gru-lm's training tokens, its figures sit beside (MATCHED)
+    "gpt-mini": (None, 50, None, None),
 }
+# a model without a reference -> (the model whose training tokens it matches, that model's results file)
+MATCHED = {"gpt-mini": ("gru-lm", ROOT / "benchmarks" / "results" / "language_models_ch10.json")}
 DEFAULT_MODELS = ("rnn-lm-scratch", "rnn-lm")
 NUM_TRAIN = 10_000  # the book's training windows: what both sides train on each epoch
 
@@ -116,6 +125,22 @@ def summary(runs: list[dict]) -> dict:
             "val_ppl_median": round(statistics.median(r["val_ppl"] for r in runs), 4), "runs": runs}
 
 
+def matched(name: str, tokens: int) -> dict:
+    """The figures of the model whose training tokens `name` matches (`MATCHED`), from its results file."""
+    other, path = MATCHED[name]
+    row = {"model": other, "training_tokens": tokens, "results_file": str(path.relative_to(ROOT))}
+    try:
+        found = json.loads(path.read_text())["models"][other]
+        row.update(epochs=found["epochs"], zoo_val_ppl_median=found["zoo"]["val_ppl_median"],
+                   zoo_tokens_per_s_median=found["zoo"]["tokens_per_s_median"],
+                   **({"reference_val_ppl_median": found["reference"]["threads_1"]["val_ppl_median"]}
+                      if isinstance(found.get("reference"), dict) and "threads_1" in found["reference"] else {}),
+                   measured=json.loads(path.read_text())["date"])
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        row["missing"] = f"not found ({type(e).__name__}: {e})"
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
@@ -147,28 +172,33 @@ def main() -> None:
             reference, book_epochs, target_ppl, target_ratio = MODELS[name]
             epochs = args.epochs or book_epochs
             zoo_runs, ref_runs = [], {t: [] for t in ref_threads}
+            with_reference = use_reference and reference is not None
             for i in range(args.repeat):
                 zoo_runs.append(zoo_run(name, epochs, args.threads, i, Path(tmp)))
                 print(f"{name} zoo run {i + 1}: {zoo_runs[-1]}", flush=True)
-                for t in ref_threads if use_reference else ():
+                for t in ref_threads if with_reference else ():
                     ref_runs[t].append(reference_run(args.reference, reference, epochs, t, i))
                     print(f"{name} reference run {i + 1} (threads {t}): {ref_runs[t][-1]}", flush=True)
             row = {"epochs": epochs, "book_epochs": book_epochs, "reference_model": reference,
                    "zoo": summary(zoo_runs)}
-            if use_reference:
+            if with_reference:
                 row["reference"] = {f"threads_{t}": summary(runs) for t, runs in ref_runs.items()}
                 same = row["reference"][f"threads_{ref_threads[0]}"]
                 ratio = row["zoo"]["tokens_per_s_median"] / same["tokens_per_s_median"]
                 row.update(speed_ratio=round(ratio, 2), speed_ratio_vs={
                     t: round(row["zoo"]["tokens_per_s_median"] / r["tokens_per_s_median"], 2)
                     for t, r in row["reference"].items()})
+            elif reference is None:
+                row["reference"] = "none: d2l has no such model"
+                if name in MATCHED:
+                    row["matched"] = matched(name, epochs * NUM_TRAIN * 32)
             else:
                 row["reference"] = f"not run: no d2l-reference command at {args.reference!r}"
-            if epochs == book_epochs:
+            if epochs == book_epochs and target_ppl is not None:
                 row.update(target_val_ppl=target_ppl, meets_ppl_target=row["zoo"]["val_ppl_median"] <= target_ppl,
                            target_speed_ratio=target_ratio,
                            **({"meets_speed_target": row["speed_ratio"] >= target_ratio}
-                              if use_reference and target_ratio is not None else {}))
+                              if with_reference and target_ratio is not None else {}))
             results[name] = row
     write_result(args.out, {
         "benchmark": "language models on the book's recipe (Time Machine characters, batch 1024, 32 steps, hidden 32,"
