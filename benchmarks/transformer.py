@@ -18,6 +18,9 @@ i, the zoo first. Compared:
   (sacreBLEU, tokenize "none") of the 129 validation sentences, greedy and beam 4.
 - generation on ONNX Runtime: greedy and beam search (4) on the exported graphs give PyTorch's tokens for every
   validation sentence.
+- where the time goes (``--profile``): one epoch of training steps of each side under torch.profiler (the reference's
+  own classes, in its environment, the DataLoader's batches in memory) and FlopCounterMode: FLOPs per epoch and the
+  operators that take the most self CPU time, per step.
 - the KV cache: the four sentences decoded greedily, one at a time, on ONNX Runtime, with the cached
   ``decoder_step`` against re-running an uncached decoder (`zoo_attention.transformer.prefix_graph`) over the whole
   prefix at each step (both after the same ``encoder`` session); the same tokens, and the time ratio (median of
@@ -113,6 +116,88 @@ def kv_cache_speed(model, data, files: dict, folder: Path, repeats: int) -> dict
             "steps": [len(t) for t in decode(True)]}
 
 
+REFERENCE_PROFILE = r"""
+import json, math, os, sys, torch
+from torch import nn
+from torch.profiler import profile
+from torch.utils.flop_counter import FlopCounterMode
+from d2l import torch as d2l
+src = open(sys.argv[1]).read()  # the reference tool: its Transformer decoder and masked-loss Seq2Seq, as it trains them
+exec(src[src.index("class TransformerDecoderBlock"):src.index("class PatchEmbedding")])
+exec(src[src.index("class Seq2Seq(d2l.Seq2Seq)"):src.index("class Seq2SeqAttentionDecoder")])
+d2l.DataModule.__init__.__defaults__ = (sys.argv[2], 4)
+d2l.download = lambda url, folder="../data", sha1_hash=None: os.path.join(folder, url.split("/")[-1])
+d2l.extract = lambda *a, **k: None
+data = d2l.MTFraEng(batch_size=128)
+torch.manual_seed(0)
+model = Seq2Seq(d2l.TransformerEncoder(len(data.src_vocab), 256, 64, 4, 2, 0.2),
+                TransformerDecoder(len(data.tgt_vocab), 256, 64, 4, 2, 0.2), tgt_pad=data.tgt_vocab["<pad>"], lr=0.001)
+batches = list(data.get_dataloader(True))
+model(*batches[0][:-1])
+opt = model.configure_optimizers()
+def epoch():
+    for b in batches:
+        l = model.loss(model(*b[:-1]), b[-1]); opt.zero_grad(); l.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1); opt.step()
+model.train(); epoch()
+with FlopCounterMode(display=False) as fc:
+    epoch()
+with profile() as p:
+    epoch()
+ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
+total = sum(e.self_cpu_time_total for e in ops)
+print(json.dumps({"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": len(batches),
+                  "self_cpu_ms_per_step": round(total / 1e3 / len(batches), 1),
+                  "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / len(batches), 1)
+                                                   for e in ops[:10]}}))
+"""
+
+
+def profile_sides(reference: str, data, threads: int) -> dict:
+    """One epoch of training steps of each side: FLOPs (FlopCounterMode) and the operators taking the most self
+    CPU time (torch.profiler), per step. The zoo: its packed training loss and the forward pass (the book's
+    computation) on the same batches; the reference: its own classes in its own environment."""
+    from torch.profiler import profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = zoo_core.get_model(NAME, preset="book").train()
+    src, tgt_in, valid, tgt_out = data.splits()["train"]
+    batches = [tuple(t[i:i + 128] for t in (src, tgt_in, valid, tgt_out)) for i in range(0, len(src), 128)]
+    opt = model.configure_optimizers()
+    result = {}
+    for name, loss_fn in (("zoo_packed_loss", model.packed_loss),
+                          ("zoo_forward_pass", lambda b: model.loss(model(*b[:3]), b[3]))):
+        def epoch():
+            for b in batches:
+                opt.zero_grad()
+                loss_fn(b).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1)
+                opt.step()
+        epoch()
+        with FlopCounterMode(display=False) as fc:
+            epoch()
+        with profile() as p:
+            epoch()
+        ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops)
+        result[name] = {"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": len(batches),
+                        "self_cpu_ms_per_step": round(total / 1e3 / len(batches), 1),
+                        "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / len(batches), 1)
+                                                         for e in ops[:10]}}
+    if reference:
+        tool = Path(reference).resolve().parent / "d2l_reference.py"
+        venv = Path(os.environ.get("D2L_VENV", "/tmp/d2l-ref-venv")) / "bin" / "python"
+        proc = subprocess.run([str(venv), "-c", REFERENCE_PROFILE, str(tool), os.environ.get("ZOO_DATA", "")],
+                              capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if proc.returncode != 0:
+            raise SystemExit(f"the reference profile failed: {proc.stderr[-2000:]}")
+        result["reference"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def zoo_run(data, seed: int, epochs: int, threads: int, out: Path, kv_repeats: int) -> dict:
     quiet = lambda line: None  # noqa: E731
     run_dir = train(NAME, epochs=epochs, seed=seed, threads=threads, out=out, log=quiet)
@@ -181,6 +266,7 @@ def main() -> None:
     parser.add_argument("--reference-threads", default="same", help="'same' (as --threads) or 'default' (torch's)")
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
     parser.add_argument("--kv-repeats", type=int, default=30, help="timed runs of each decoder for the cache ratio")
+    parser.add_argument("--profile", action="store_true", help="also profile one epoch of each side")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transformer_cpu.json"))
     args = parser.parse_args()
     logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # "forgot to detokenize?": the book's tokens, on purpose
@@ -198,6 +284,8 @@ def main() -> None:
             if use_reference:
                 ref.append(reference_run(args.reference, i, args.epochs, ref_threads))
                 print(f"reference run {i + 1}: {json.dumps(ref[-1])}", flush=True)
+
+    profiled = profile_sides(args.reference if use_reference else "", data, args.threads) if args.profile else None
 
     def median(runs: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in runs)
@@ -226,6 +314,8 @@ def main() -> None:
                       bleu_at_least_reference_on_each_sentence_per_seed=bleu_at_least)
     else:
         result["reference"] = f"not run: no d2l-reference command at {args.reference!r}"
+    if profiled:
+        result["profile_one_epoch"] = profiled
     write_result(args.out, result)
 
 
