@@ -55,8 +55,8 @@ def save_heatmaps(path: str | os.PathLike, maps: Mapping[str, Tensor], src_token
     if not maps:
         raise ZooError("the model returned no attention maps to draw")
     num_heads = max(m.shape[0] for m in maps.values())
-    fig, axes = plt.subplots(len(maps), num_heads, squeeze=False,
-                             figsize=(2.4 * num_heads + 1, 2.4 * len(maps) + 0.6))
+    fig, axes = plt.subplots(len(maps), num_heads, squeeze=False, layout="constrained",
+                             figsize=(2.2 * num_heads + 1.6, 2.2 * len(maps) + 0.4))
     for row, (name, weights) in enumerate(maps.items()):
         queries, keys = axes_tokens(name, src_tokens, tgt_tokens)
         if tuple(weights.shape[1:]) != (len(queries), len(keys)):
@@ -71,7 +71,10 @@ def save_heatmaps(path: str | os.PathLike, maps: Mapping[str, Tensor], src_token
             image = ax.imshow(weights[head].float().cpu().numpy(), cmap="Reds", vmin=0.0, vmax=1.0)
             ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=7)
             ax.set_yticks(range(len(queries)), queries, fontsize=7)
-            ax.set_title(f"{name}, head {head + 1}" if weights.shape[0] > 1 else name, fontsize=8)
+            if row == 0 or weights.shape[0] != num_heads:
+                ax.set_title(f"head {head + 1}", fontsize=8)
+            if head == 0:  # the map's name beside its row: "decoder cross-attention\nblock 1"
+                ax.set_ylabel(name.replace(", ", "\n"), fontsize=8)
         fig.colorbar(image, ax=axes[row].tolist(), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=9)
