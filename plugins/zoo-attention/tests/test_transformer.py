@@ -391,3 +391,14 @@ def test_uncached_prefix_decoder_is_the_forward_pass(tmp_path):
             torch.testing.assert_close(prefix(tgt[:, :t], *memory), expected[:, t - 1], rtol=1e-5, atol=1e-5)
             feed = dict(zip(("tgt", "cross_K", "cross_V", "cross_bias"), (x.numpy() for x in (tgt[:, :t], *memory))))
             np.testing.assert_allclose(session.run(None, feed)[0], expected[:, t - 1].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_training_dropout_keeps_with_probability_one_minus_p():
+    from zoo_attention.transformer import _dropout
+
+    X = torch.ones(1000, 200)
+    Y = _dropout(X, 0.2)
+    kept = Y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    assert torch.allclose(Y[kept], torch.tensor(1.25))
+    assert _dropout(X, 0.0) is X
