@@ -138,11 +138,12 @@ class BahdanauDecoderStep(nn.Module):
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), into grad_input
 _tanh_backward_into = torch.ops.aten.tanh_backward.grad_input   # grad * (1 - y^2), into grad_input
 _tanh_backward = torch.ops.aten.tanh_backward.default
+_softmax_into = torch.ops.aten._softmax.out                      # softmax into a given tensor (a slice of a buffer)
 
 
-def _dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
-    """`seq2seq.dropout`'s mask: 1 / (1 - p) with probability 1 - p, else 0."""
-    return torch.rand(shape, dtype=like.dtype, device=like.device).ge_(p).mul_(1 / (1 - p))
+def _dropout_mask(out: Tensor, p: float) -> Tensor:
+    """`seq2seq.dropout`'s mask, drawn into `out`: 1 / (1 - p) with probability 1 - p, else 0."""
+    return torch.rand(out.shape, dtype=out.dtype, device=out.device, out=out).ge_(p).mul_(1 / (1 - p))
 
 
 class _AttentionDecoder(torch.autograd.Function):
@@ -188,9 +189,9 @@ class _AttentionDecoder(torch.autograd.Function):
             top = torch.mm(h[-1], W_top_t)                                          # (n, 3 H + Ha)
             F_t = torch.add(top[:, None, 3 * H:], keys[:n], out=Fs[sl]).tanh_()   # (n, m, Ha)
             scores = torch.where(keep[:n], torch.mv(F_t.view(-1, Ha), w_v).view(n, m), masked)
-            A[sl] = scores.softmax(-1)
+            _softmax_into(scores, -1, False, out=A[sl])
             if p_att > 0:
-                att_mask[sl] = _dropout_mask((n, m), p_att, A)
+                _dropout_mask(att_mask[sl], p_att)
                 torch.mul(A[sl], att_mask[sl], out=AD[sl])
             torch.bmm(AD[sl].unsqueeze(1), enc[:n], out=C[sl].unsqueeze(1))        # the context (n, H)
             for k in range(L):
@@ -198,7 +199,7 @@ class _AttentionDecoder(torch.autograd.Function):
                     gi = torch.addmm(emb_gates[sl], C[sl], W_c_t)
                 else:
                     if p_drop > 0:
-                        drop[k][sl] = _dropout_mask((n, H), p_drop, A)
+                        _dropout_mask(drop[k][sl], p_drop)
                         torch.mul(outs[k - 1][sl], drop[k][sl], out=xs[k][sl])
                     else:
                         xs[k][sl] = outs[k - 1][sl]
