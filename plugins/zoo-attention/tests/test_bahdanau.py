@@ -380,6 +380,25 @@ def test_attention_maps(trained, tmp_path):
     assert path.stat().st_size > 1000
 
 
+def test_attention_maps_reproduce_a_translation(trained):
+    """From the padded source a sentence was translated from, the maps are the weights the decoder_step graph gave
+    at each step of the greedy translation (cut to the valid source tokens; the padding's are 0)."""
+    model, data = trained
+    src, valid = data.encode_source(["I see the dog."], data.src_vocab, 9)
+    runner = TorchRunner(model, list(graphs().values()))
+    state, token = runner.start(src, valid), torch.tensor([data.tgt_vocab[BOS]])
+    tokens, steps = [int(token)], []
+    for _ in range(5):
+        logits, state, (attention,) = runner.step(token, state)
+        steps.append(attention)
+        token = logits.argmax(-1)
+        tokens.append(int(token))
+    maps = model.attention_maps(src, valid, torch.tensor([tokens[:-1]]))
+    m = int(valid[0])
+    assert m < 9 and torch.all(torch.cat(steps)[:, m:] == 0)
+    torch.testing.assert_close(maps[CROSS_ATTENTION][0], torch.cat(steps)[:, :m], atol=1e-6, rtol=1e-5)
+
+
 def test_attention_maps_bad_input():
     model = tiny()
     src, tgt, valid = padded_inputs(model, 2, 5, 3)
@@ -387,6 +406,8 @@ def test_attention_maps_bad_input():
         model.attention_maps(src, valid, tgt)               # two sentences
     with pytest.raises(ValueError, match="one sentence"):
         model.attention_maps(src[0], valid[:1], tgt[:1])    # src not 2-D
+    with pytest.raises(ValueError, match="src_valid_len"):
+        model.attention_maps(src[:1], torch.tensor([6]), tgt[:1])  # longer than the source
     with pytest.raises(IndexError):
         model.attention_maps(src[:1], valid[:1], torch.full((1, 3), model.tgt_vocab_size))  # token out of vocab
 

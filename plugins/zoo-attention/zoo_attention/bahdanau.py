@@ -399,13 +399,20 @@ class Bahdanau(EncoderDecoder):
     def attention_maps(self, src: Tensor, src_valid_len: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
         """The decoder's attention weights on one sentence (`zoo_core.attention_plot`): `src` (1, m) int64,
         `src_valid_len` (1,), `tgt_in` (1, n) (``<bos>`` then the translation) -> ``{"decoder cross-attention":
-        (1, n, m)}`` (one head; query i is the step that reads ``tgt_in[:, i]``). Eval mode is set here."""
+        (1, n, valid)}`` (one head; query i is the step that reads ``tgt_in[:, i]``; the keys are the first
+        ``src_valid_len`` source tokens, the padding's weights being 0). The book's encoder reads the padding too, so
+        the weights of a translation are reproduced exactly from the padded source it was translated from (``m =
+        num_steps``); from its valid tokens only, the encoder's final state (the first query) differs slightly.
+        Eval mode is set here."""
         if src.dim() != 2 or tgt_in.dim() != 2 or len(src) != 1 or len(tgt_in) != 1 or src_valid_len.shape != (1,):
             raise ValueError(f"attention_maps takes one sentence: src (1, m), src_valid_len (1,), tgt_in (1, n); got "
                              f"{tuple(src.shape)}, {tuple(src_valid_len.shape)}, {tuple(tgt_in.shape)}")
+        valid = int(src_valid_len[0])
+        if not 0 < valid <= src.shape[1]:
+            raise ValueError(f"attention_maps: src_valid_len {valid} is not in 1..{src.shape[1]} (the source's length)")
         self.eval()
         self(src, tgt_in, src_valid_len)
-        return {CROSS_ATTENTION: torch.cat(self.decoder.attention_weights, dim=1).clone()}  # (1, n, m)
+        return {CROSS_ATTENTION: torch.cat(self.decoder.attention_weights, dim=1)[..., :valid].clone()}
 
     def graph_inputs(self, name: str, dims: Mapping[str, int]) -> tuple[Tensor, ...]:
         batch_size = dims_or(dims, "batch", 2)
