@@ -121,7 +121,8 @@ class TinyAttentionTranslator(TinyTranslator):
     softmax over the source embeddings' dot products with its own embedding, valid source tokens only."""
 
     def attention_maps(self, src: Tensor, src_valid_len: Tensor, tgt_in: Tensor) -> dict[str, Tensor]:
-        assert src.shape[1] == int(src_valid_len[0])  # the valid tokens only
+        assert src.shape[1] == 6  # the padded source, as translated (TINY_PAIRS' num_steps)
+        src = src[:, :int(src_valid_len[0])]  # this model attends to the valid tokens only
         scores = self.tgt_embedding(tgt_in[0]) @ self.src_embedding(src[0]).T  # (n, m)
         self_scores = self.src_embedding(src[0]) @ self.src_embedding(src[0]).T
         return {"decoder cross-attention": torch.softmax(scores, -1)[None].detach(),
@@ -415,12 +416,19 @@ def test_bad_attention_requests_are_one_line(runs, cli, model, args, fragments):
 
 
 def test_heatmaps_check_their_sizes_against_the_tokens(tmp_path):
-    from zoo_core.attention_plot import axes_tokens, save_heatmaps
+    from zoo_core.attention_plot import axes_tokens, crop_source, save_heatmaps
     from zoo_core.errors import ZooError
 
     assert axes_tokens("decoder cross-attention, block 1", ["a", "b"], ["x"]) == (["x"], ["a", "b"])
     assert axes_tokens("encoder self-attention, block 1", ["a", "b"], ["x"]) == (["a", "b"], ["a", "b"])
     assert axes_tokens("decoder self-attention, block 1", ["a", "b"], ["x"]) == (["x"], ["x"])
+    maps = {"encoder self-attention": torch.rand(2, 5, 5), "decoder cross-attention": torch.rand(2, 3, 5),
+            "decoder self-attention": torch.rand(2, 5, 5), "bahdanau cross": torch.rand(1, 3, 2)}
+    cropped = crop_source(maps, num_src=5, valid_len=2)
+    assert {k: tuple(v.shape) for k, v in cropped.items()} == {
+        "encoder self-attention": (2, 2, 2), "decoder cross-attention": (2, 3, 2),
+        "decoder self-attention": (2, 5, 5), "bahdanau cross": (1, 3, 2)}
+    assert torch.equal(cropped["decoder cross-attention"], maps["decoder cross-attention"][:, :, :2])
     with pytest.raises(ZooError, match=r"is \(2, 3\) \(queries, keys\), but there are 1 query and 2 key tokens"):
         save_heatmaps(tmp_path / "x.png", {"decoder cross-attention": torch.rand(1, 2, 3)}, ["a", "b"], ["x"])
     with pytest.raises(ZooError, match="no attention maps"):

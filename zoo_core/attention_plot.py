@@ -2,8 +2,9 @@
 book draws them (d2l §11.1.3 ``show_heatmaps``: queries down, keys across), with the tokens on the axes.
 
 A model with attention offers ``attention_maps(src (1, m) int64, src_valid_len (1,) int64, tgt_in (1, n) int64) ->
-dict[str, Tensor]``: for one sentence (its valid source tokens only) and the decoder's input (``<bos>`` then the
-translation), one (heads, queries, keys) tensor per attention layer, named for what it attends: a name containing
+dict[str, Tensor]``: for one sentence (its source as it was translated, padding included) and the decoder's input
+(``<bos>`` then the translation), one (heads, queries, keys) tensor per attention layer, its source axes either all m
+positions or the valid ones only (`crop_source` cuts them to the valid tokens), named for what it attends: a name containing
 ``cross`` has the target tokens as queries and the source tokens as keys, one starting with ``encoder`` the source
 tokens on both axes, any other the target tokens on both. The figure has one row per map and one column per head.
 """
@@ -29,6 +30,20 @@ def axes_tokens(name: str, src_tokens: Sequence[str], tgt_tokens: Sequence[str])
     if name.startswith("encoder"):
         return list(src_tokens), list(src_tokens)
     return list(tgt_tokens), list(tgt_tokens)
+
+
+def crop_source(maps: Mapping[str, Tensor], num_src: int, valid_len: int) -> dict[str, Tensor]:
+    """`maps` with each source axis of length `num_src` (the padded source) cut to its first `valid_len` positions."""
+    cropped = {}
+    for name, weights in maps.items():
+        queries_src = name.startswith("encoder") and "cross" not in name
+        keys_src = queries_src or "cross" in name
+        if keys_src and weights.shape[2] == num_src:
+            weights = weights[:, :, :valid_len]
+        if queries_src and weights.shape[1] == num_src:
+            weights = weights[:, :valid_len]
+        cropped[name] = weights
+    return cropped
 
 
 def check_path(path: str | os.PathLike) -> Path:

@@ -367,12 +367,14 @@ def _attention_model(r: _Run, path: str | Path) -> Any:
 
 def _draw_attention(model: Any, path: str | Path, i: int, n: int, src: Tensor, valid_len: Tensor, ids: list[int],
                     src_vocab: Any, bos: int, tgt_vocab: Any) -> Path:
-    """Sentence `i`'s heatmaps: the model reads its valid source tokens and ``<bos>`` + its translation."""
-    from zoo_core.attention_plot import numbered, save_heatmaps
+    """Sentence `i`'s heatmaps: the model reads the padded source exactly as it was translated (the book's RNN
+    encoders read the padding too) and ``<bos>`` + the translation; the source axes are then cut to the valid tokens
+    (padding gets no weight from masked attention)."""
+    from zoo_core.attention_plot import crop_source, numbered, save_heatmaps
 
     m = int(valid_len)
     tgt_in = torch.tensor([[bos, *ids]], dtype=torch.int64)
-    maps = model.attention_maps(src[None, :m], valid_len.reshape(1), tgt_in)
+    maps = crop_source(model.attention_maps(src[None], valid_len.reshape(1), tgt_in), len(src), m)
     return save_heatmaps(numbered(path, i + 1, n), maps, src_vocab.to_tokens(src[:m].tolist()),
                          tgt_vocab.to_tokens(tgt_in[0].tolist()), title=f"attention weights ({model.__class__.__name__})")
 
