@@ -18,9 +18,10 @@ i, the zoo first. Compared:
   (sacreBLEU, tokenize "none") of the 129 validation sentences, greedy and beam 4.
 - generation on ONNX Runtime: greedy and beam search (4) on the exported graphs give PyTorch's tokens for every
   validation sentence.
-- where the time goes (``--profile``): one epoch of training steps of each side under torch.profiler (the reference's
-  own classes, in its environment, the DataLoader's batches in memory) and FlopCounterMode: FLOPs per epoch and the
-  operators that take the most self CPU time, per step.
+- where the time goes (``--profile``): training steps of each side (the reference's own classes in its environment,
+  the DataLoader's batches in memory; the zoo's packed loss and, for comparison, its forward pass), CPU time per step
+  over 5 epochs (process time, which other work on the cores does not inflate as it inflates wall time), FLOPs per
+  epoch (FlopCounterMode) and the operators that take the most self CPU time (torch.profiler).
 - the KV cache: the four sentences decoded greedily, one at a time, on ONNX Runtime, with the cached
   ``decoder_step`` against re-running an uncached decoder (`zoo_attention.transformer.prefix_graph`) over the whole
   prefix at each step (both after the same ``encoder`` session); the same tokens, and the time ratio (median of
@@ -59,6 +60,7 @@ SENTENCES = {"go .": "va !", "i lost .": "j'ai perdu .", "he's calm .": "il est 
              "i'm home .": "je suis chez moi ."}  # the book's four (d2l §10.7.6)
 TARGET_RATIO = 3.0
 NAME = "transformer"
+CPU_EPOCHS = 5  # --profile: epochs timed in CPU time (time.process_time) per side, after one warm-up epoch
 
 
 def val_masked_ce(model, data, leaky: bool = False) -> float:
@@ -139,7 +141,12 @@ def epoch():
     for b in batches:
         l = model.loss(model(*b[:-1]), b[-1]); opt.zero_grad(); l.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1); opt.step()
+import time
 model.train(); epoch()
+cpu = time.process_time()
+for _ in range(CPU_EPOCHS):
+    epoch()
+cpu_ms = (time.process_time() - cpu) / CPU_EPOCHS / len(batches) * 1e3
 with FlopCounterMode(display=False) as fc:
     epoch()
 with profile() as p:
@@ -147,6 +154,7 @@ with profile() as p:
 ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
 total = sum(e.self_cpu_time_total for e in ops)
 print(json.dumps({"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": len(batches),
+                  "cpu_ms_per_step": round(cpu_ms, 1),
                   "self_cpu_ms_per_step": round(total / 1e3 / len(batches), 1),
                   "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / len(batches), 1)
                                                    for e in ops[:10]}}))
@@ -154,9 +162,11 @@ print(json.dumps({"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "step
 
 
 def profile_sides(reference: str, data, threads: int) -> dict:
-    """One epoch of training steps of each side: FLOPs (FlopCounterMode) and the operators taking the most self
-    CPU time (torch.profiler), per step. The zoo: its packed training loss and the forward pass (the book's
-    computation) on the same batches; the reference: its own classes in its own environment."""
+    """Training steps of each side at `threads` threads: CPU time per step over `CPU_EPOCHS` epochs (process time,
+    which a busy machine's time-slicing does not inflate as it does wall time), FLOPs of one epoch
+    (FlopCounterMode), and the operators taking the most self CPU time in one epoch (torch.profiler), per step. The
+    zoo: its packed training loss and its forward pass (the book's computation) on the same batches; the reference:
+    its own classes in its own environment."""
     from torch.profiler import profile
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -176,6 +186,10 @@ def profile_sides(reference: str, data, threads: int) -> dict:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1)
                 opt.step()
         epoch()
+        cpu = time.process_time()
+        for _ in range(CPU_EPOCHS):
+            epoch()
+        cpu_ms = (time.process_time() - cpu) / CPU_EPOCHS / len(batches) * 1e3
         with FlopCounterMode(display=False) as fc:
             epoch()
         with profile() as p:
@@ -183,13 +197,15 @@ def profile_sides(reference: str, data, threads: int) -> dict:
         ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in ops)
         result[name] = {"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": len(batches),
+                        "cpu_ms_per_step": round(cpu_ms, 1),
                         "self_cpu_ms_per_step": round(total / 1e3 / len(batches), 1),
                         "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / len(batches), 1)
                                                          for e in ops[:10]}}
     if reference:
         tool = Path(reference).resolve().parent / "d2l_reference.py"
         venv = Path(os.environ.get("D2L_VENV", "/tmp/d2l-ref-venv")) / "bin" / "python"
-        proc = subprocess.run([str(venv), "-c", REFERENCE_PROFILE, str(tool), os.environ.get("ZOO_DATA", "")],
+        script = REFERENCE_PROFILE.replace("CPU_EPOCHS", str(CPU_EPOCHS))
+        proc = subprocess.run([str(venv), "-c", script, str(tool), os.environ.get("ZOO_DATA", "")],
                               capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         if proc.returncode != 0:
@@ -315,7 +331,10 @@ def main() -> None:
     else:
         result["reference"] = f"not run: no d2l-reference command at {args.reference!r}"
     if profiled:
-        result["profile_one_epoch"] = profiled
+        result["profile"] = profiled
+        if "reference" in profiled:
+            result["cpu_time_per_step_ratio"] = round(profiled["reference"]["cpu_ms_per_step"]
+                                                      / profiled["zoo_packed_loss"]["cpu_ms_per_step"], 2)
     write_result(args.out, result)
 
 
