@@ -305,30 +305,30 @@ def continue_prefixes(runner: Runner, prefixes: Sequence[Sequence[int]], num_pre
 
     The state warms up on each prefix as the book does it: from the zero state, the prefix's tokens but the last
     are fed one at a time through the step graph (their predictions are ignored); decoding then starts from the
-    last prefix token, greedy (`beam_size` 1, the book's) or beam search. Prefixes of different lengths share the
-    batch: a row whose prefix is used up keeps its state (``torch.where`` on a per-row mask) while longer ones
-    warm up, so each row ends in the state its prefix alone gives.
+    last prefix token, greedy (`beam_size` 1, the book's) or beam search. Prefixes are batched by length, one batch
+    per distinct length: rows of a batch then always hold states of the same shape, which a state that grows by a
+    position at every step needs (a Transformer's key/value cache: rows warmed up on different numbers of tokens
+    could not share one tensor).
 
-    Returns the generated tokens of each prefix (not the prefix itself).
+    Returns the generated tokens of each prefix (not the prefix itself), in the order of `prefixes`.
     """
-    if not prefixes:
-        return []
     if any(len(p) == 0 for p in prefixes):
         raise ValueError("every prefix needs at least one token")
-    lengths = torch.tensor([len(p) for p in prefixes])
-    padded = torch.zeros(len(prefixes), int(lengths.max()), dtype=torch.int64)
+    by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prefixes):
-        padded[i, :len(p)] = torch.as_tensor(list(p), dtype=torch.int64)
-    state = runner.start(batch_size=len(prefixes))
-    for t in range(padded.shape[1] - 1):
-        warming = t < lengths - 1                                # (batch,) rows whose prefix still has token t
-        _, new, _ = runner.step(padded[:, t], state)
-        state = {name: torch.where(warming.to(old.device).view(-1, *[1] * (old.dim() - 1)), new[name], old)
-                 for name, old in state.items()}
-    first = padded[torch.arange(len(prefixes)), lengths - 1]
-    if beam_size == 1:
-        return greedy(runner, state, first, num_preds, eos)
-    return beam_search(runner, state, first, num_preds, beam_size, eos, alpha)
+        by_length.setdefault(len(p), []).append(i)
+    found: list[list[int]] = [[] for _ in prefixes]
+    for length, rows in by_length.items():
+        tokens = torch.tensor([list(prefixes[i]) for i in rows], dtype=torch.int64)  # (group, length)
+        state = runner.start(batch_size=len(rows))
+        for t in range(length - 1):
+            _, state, _ = runner.step(tokens[:, t], state)
+        first = tokens[:, -1]
+        group = (greedy(runner, state, first, num_preds, eos) if beam_size == 1
+                 else beam_search(runner, state, first, num_preds, beam_size, eos, alpha))
+        for i, generated in zip(rows, group):
+            found[i] = generated
+    return found
 
 
 __all__ = ["OnnxRunner", "Runner", "State", "TorchRunner", "beam_search", "continue_prefixes", "greedy"]
