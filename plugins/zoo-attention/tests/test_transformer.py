@@ -16,6 +16,7 @@ from zoo_core import Trainer, get_data, get_model, get_spec
 from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
 from zoo_core.export import export_graph
 from zoo_core.parity import _session
+from zoo_core.testing import require_data
 from zoo_core.text import BOS, EOS
 from zoo_attention.transformer import Transformer, prefix_graph
 
@@ -35,10 +36,10 @@ def graphs(preset: str = "tiny"):
     return {g.name: g for g in get_spec("transformer").graph_specs(preset)}
 
 
-def export(model: Transformer, folder, names=("encoder", "decoder_step")) -> dict:
+def export(model: Transformer, folder, names=("encoder", "decoder_step"), preset: str = "tiny") -> dict:
     files = {}
     for name in names:
-        export_graph(model, graphs()[name], folder / f"{name}.onnx")
+        export_graph(model, graphs(preset)[name], folder / f"{name}.onnx")
         files[name] = folder / f"{name}.onnx"
     return files
 
@@ -402,3 +403,38 @@ def test_training_dropout_keeps_with_probability_one_minus_p():
     assert abs(kept.float().mean().item() - 0.8) < 0.005
     assert torch.allclose(Y[kept], torch.tensor(1.25))
     assert _dropout(X, 0.0) is X
+
+
+# --- the book's data ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_book_figures(tmp_path):
+    """The book's recipe (30 epochs, seed 0, one thread; about a minute here): the causal validation CE below the
+    reference's leaky 3.23 (seeds 0-2 gave 2.83, 2.93, 3.04, the reference 3.23, 3.15, 3.45:
+    benchmarks/results/transformer_cpu.json); the book's leaky figure of the same model differs from it; "go .",
+    "i lost ." and "i'm home ." translated exactly (BLEU 1, as the reference's seed 0 and every zoo seed), greedy and
+    with beam search (4); greedy and beam search token-identical on ONNX Runtime and PyTorch for every validation
+    sentence. "he's calm ." is not asserted (no training pair holds it: "<unk> !" or "il est mouillé ." by seed)."""
+    from zoo_core.seq_metrics import bleu
+
+    require_data("fra-eng")
+    torch.manual_seed(0)
+    data, model = get_data("transformer", preset="book"), get_model("transformer", preset="book")
+    result = Trainer(max_epochs=30, gradient_clip_val=1, device="cpu", seed=0, progress=False,
+                     log=lambda line: None).fit(model, data)
+    model.eval()
+    val = data.splits()["val"]
+    assert result.metrics["val_loss"] < 3.2
+    assert abs(model.leaky_validation_loss(val).item() - result.metrics["val_loss"]) > 0.05
+    book = {"go .": "va !", "i lost .": "j'ai perdu .", "i'm home .": "je suis chez moi ."}
+    files = export(model, tmp_path, preset="book")
+    g = [graphs("book")["encoder"], graphs("book")["decoder_step"]]
+    for beam_size in (1, 4):
+        translations = model.translate(list(book), data.src_vocab, data.tgt_vocab, 9, beam_size, graphs=g)
+        for (en, fr), pred in zip(book.items(), translations):
+            assert bleu(pred, fr, k=2) == 1.0, f"{en} => {pred} (beam {beam_size})"
+        src, _, valid, _ = val
+        bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
+        assert model.generate(src, valid, bos, eos, 9, beam_size, graphs=g) == model.generate(
+            src, valid, bos, eos, 9, beam_size, runner=OnnxRunner(files, g))
