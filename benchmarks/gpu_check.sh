@@ -2,11 +2,11 @@
 # The zoo's GPU check: one call of the device tool (one H200, under 9 minutes), results as JSON in $OUT.
 #
 #   bash benchmarks/gpu_check.sh prepare         # here, once: wheels, data and the reference into .gpu-check/ (~40 MB)
-#   device run: command "bash benchmarks/gpu_check.sh", carry [".gpu-check"], timeout_s 570
+#   device run: command "bash benchmarks/gpu_check.sh", carry [".gpu-check"], timeout_s 540
 #   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh # here, on the CPU: every step that can run without a GPU, tiny presets
 #
 # Steps, in this order, each under its own time limit and all under one deadline (GPU_CHECK_BUDGET seconds, default
-# 520; a step that would not fit is skipped and says so), each recorded in $OUT/gpu_check.json as soon as it ends:
+# 500; a step that would not fit is skipped and says so), each recorded in $OUT/gpu_check.json as soon as it ends:
 #   env          nvidia-smi, torch and CUDA versions, ONNX Runtime's providers
 #   pytest_gpu   pytest -m gpu (CUDA training, bf16 and channels_last, torch.compile, ONNX Runtime CUDA parity)
 #   MODEL        for transformer, vit, resnet18: `zoo train MODEL --device cuda` (the book preset: the book's epochs),
@@ -44,13 +44,13 @@ prepare() {
   for f in "$shared"/data/FashionMNIST/raw/*-ubyte; do gzip -c "$f" > "$CARRY/data/FashionMNIST/raw/$(basename "$f").gz"; done
   gzip -c "$shared/data/fra-eng/fra.txt" > "$CARRY/data/fra-eng/fra.txt.gz"
   cp "$shared/tools/d2l_reference.py" "$CARRY/"
-  du -sh "$CARRY"; echo "device run: command 'bash benchmarks/gpu_check.sh', carry ['.gpu-check'], timeout_s 570"
+  du -sh "$CARRY"; echo "device run: command 'bash benchmarks/gpu_check.sh', carry ['.gpu-check'], timeout_s 540"
 }
 if [ "${1:-}" = prepare ]; then prepare; exit; fi
 
 DRY=${GPU_CHECK_DRY:-0}
 START=$(date +%s)
-DEADLINE=$((START + ${GPU_CHECK_BUDGET:-520}))
+DEADLINE=$((START + ${GPU_CHECK_BUDGET:-500}))
 WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)
 if [ "$DRY" = 1 ]; then
   OUT=${OUT:-/tmp/gpu_check_dry}; mkdir -p "$OUT"
