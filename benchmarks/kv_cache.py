@@ -4,7 +4,7 @@ graph against re-running the uncached ``model`` graph over the whole sequence at
     ZOO_DATA=../shared/data python benchmarks/kv_cache.py                       # book sizes, weights at init
     ZOO_DATA=../shared/data python benchmarks/kv_cache.py --run artifacts/runs/gpt-mini/RUN --repeat 5
 
-Both sides are `zoo_core.decoding` Runners driven by the same greedy loop (`zoo_attention.pretraining.continue_cached`:
+Both sides are `zoo_core.decoding` Runners driven by the same greedy loop (`zoo_core.decoding.continue_prefixes`:
 the prefix warms up, then 200 greedy steps), on ONNX Runtime sessions with the same options (``--threads`` intra-op
 threads, 1 by default: the machine is shared):
 
@@ -74,10 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from zoo_attention.pretraining import continue_cached
     from zoo_core import get_model, get_spec
     from zoo_core.data.time_machine import TimeMachine
-    from zoo_core.decoding import OnnxRunner
+    from zoo_core.decoding import OnnxRunner, continue_prefixes
     from zoo_core.export import export_graph
     from zoo_core.text import Vocab
 
@@ -110,7 +109,7 @@ def main() -> None:
         for i in range(args.repeat + 1):  # run 0 warms both up, untimed
             for name, runner in (("cached", cached), ("uncached", uncached)):  # alternating: load hits both
                 started = time.perf_counter()
-                tokens[name] = continue_cached(runner, [prefix], args.num_preds)[0]
+                tokens[name] = continue_prefixes(runner, [prefix], args.num_preds)[0]
                 if i:
                     times[name].append(time.perf_counter() - started)
     same = tokens["cached"] == tokens["uncached"]

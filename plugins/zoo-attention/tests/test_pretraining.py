@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from zoo_attention.pretraining import BERTMini, GPTMini, continue_cached
+from zoo_attention.pretraining import BERTMini, GPTMini
 from zoo_core import ZooError
-from zoo_core.decoding import OnnxRunner, TorchRunner
+from zoo_core.decoding import OnnxRunner, TorchRunner, continue_prefixes
 from zoo_core.export import export_graph
 from zoo_core.text import Vocab
 
@@ -113,28 +113,16 @@ def uncached_greedy(model: GPTMini, prefix: list[int], num_preds: int) -> list[i
 
 
 def test_cached_generation_equals_generation_without_a_cache():
+    """zoo_core's continue_prefixes through the growing cache (prefixes of several lengths in one call) gives the
+    tokens of greedy decoding that re-reads the whole sequence at every step."""
     model = gpt()
     prefixes = [[3, 1, 4, 1, 5], [2, 7], [9, 2, 6, 5, 3], [1]]
-    found = continue_cached(TorchRunner(model, model.graph_specs()), prefixes, 12)
+    found = continue_prefixes(TorchRunner(model, model.graph_specs()), prefixes, 12)
     assert found == [uncached_greedy(model, p, 12) for p in prefixes]
     # beam 1 is greedy; a wider beam returns num_preds tokens for every prefix, prefixes of any length mixed
-    assert continue_cached(TorchRunner(model, model.graph_specs()), prefixes, 12, beam_size=1) == found
-    beams = continue_cached(TorchRunner(model, model.graph_specs()), prefixes, 12, beam_size=3)
+    assert continue_prefixes(TorchRunner(model, model.graph_specs()), prefixes, 12, beam_size=1) == found
+    beams = continue_prefixes(TorchRunner(model, model.graph_specs()), prefixes, 12, beam_size=3)
     assert [len(b) for b in beams] == [12] * 4
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "zoo_core.decoding.continue_prefixes (what `zoo predict` runs) keeps a row's state with torch.where(warming, new, "
-    "old): a KV cache grows by a position each step, and the shapes past and past + 1 broadcast to an EMPTY cache "
-    "from past 0, so every prefix token but the last is silently dropped. continue_cached (prefixes of one length per "
-    "batch) is the fix; remove this marker when the core does the same"))
-def test_core_continue_prefixes_reads_the_whole_prefix_through_a_growing_cache():
-    from zoo_core.decoding import continue_prefixes
-
-    model = gpt()
-    runner = TorchRunner(model, model.graph_specs())
-    prefixes = [[3, 1, 4, 1, 5, 9, 2, 6]]
-    assert continue_prefixes(runner, prefixes, 10) == continue_cached(runner, prefixes, 10)
 
 
 def test_onnx_generation_matches_pytorch(tmp_path):
@@ -143,8 +131,8 @@ def test_onnx_generation_matches_pytorch(tmp_path):
     export_graph(model, graphs[1], tmp_path / "step.onnx")
     prefixes = [[3, 1, 4, 1, 5], [2, 7], [9, 2, 6, 5, 3]]
     for beam in (1, 3):
-        torch_tokens = continue_cached(TorchRunner(model, graphs), prefixes, 15, beam)
-        onnx_tokens = continue_cached(OnnxRunner({"step": tmp_path / "step.onnx"}, graphs), prefixes, 15, beam)
+        torch_tokens = continue_prefixes(TorchRunner(model, graphs), prefixes, 15, beam)
+        onnx_tokens = continue_prefixes(OnnxRunner({"step": tmp_path / "step.onnx"}, graphs), prefixes, 15, beam)
         assert torch_tokens == onnx_tokens
 
 

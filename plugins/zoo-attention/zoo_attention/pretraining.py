@@ -17,14 +17,18 @@ scores all the window's next tokens, as the RNNs' do. Its ``step`` graph carries
 state (a KV cache, batch-major ``(batch, num_blks, heads, past, d)``) and puts the new token at position ``past``:
 run from an empty cache, it gives the forward pass's logits position by position (tests/test_pretraining.py, on
 PyTorch and ONNX Runtime), each step attending over the cache instead of recomputing the prefix
-(benchmarks/kv_cache.py measures what that saves).
+(benchmarks/kv_cache.py measures what that saves); `zoo_core.decoding.continue_prefixes` drives it (`predict`,
+`zoo predict`), batching prefixes by length since the cache grows. The book preset trains on
+32-character windows: positions past 31 are in the table (max_len 512) but were never trained on, so continuations
+longer than the windows read them out of distribution (the KV benchmark's 300 positions time the graphs, nothing more).
 
 `BERTMini` is a masked language model: 15% of the positions are chosen, of those 80% become the mask token, 10% a
 random token, 10% stay (BERT's rule, d2l §15.8.5), and the loss is the cross-entropy at the chosen positions only.
 The characters' vocabulary has no mask token: it is index ``vocab_size``, one extra row of the embedding (the
 output layer still scores the ``vocab_size`` real tokens). Training draws the masks on the device from torch's
 global generator, the whole batch at once; validation uses one fixed pattern (seeded, the same for every window of
-a length), so its loss is deterministic and a window's loss does not depend on the batch it sits in.
+a length), so its loss is deterministic and a window's loss does not depend on the batch it sits in. Its task,
+``masked-language-modeling``, is not one `zoo predict` answers (it says so); `BERTMini.fill` fills ``_`` characters.
 """
 
 from __future__ import annotations
@@ -150,63 +154,18 @@ class GPTMini(LanguageModel):
     # --- generation ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, prefix: str, num_preds: int, vocab: Any, beam: int = 1) -> str:  # type: ignore[override]
-        """`prefix` continued by `num_preds` characters (or words), greedy or beam search over the cached step
-        graph (`continue_cached`). The prefix and continuation take ``len(prefix) + num_preds - 1`` positions
-        (the last token is never read): more than ``max_len`` is a `ZooError`."""
-        if num_preds < 0:
-            raise ZooError(f"num_preds must be at least 0, got {num_preds}")
-        if beam < 1:
-            raise ZooError(f"the beam size must be at least 1, got {beam}")
-        chars = is_char_vocab(vocab)
-        tokens = list(prefix) if chars else prefix.split()
-        if not tokens:
-            raise ZooError("the prefix is empty: a language model continues at least one token")
+        """`LanguageModel.predict` (greedy or beam search over the cached step graph), after checking that the
+        prefix and its continuation fit the positional table: they take ``len(prefix) + num_preds - 1`` positions
+        (the last token is never read); more than ``max_len`` is a `ZooError`."""
+        tokens = list(prefix) if is_char_vocab(vocab) else prefix.split()
         self.check_length(len(tokens), num_preds)
-        from zoo_core.decoding import TorchRunner
-
-        was_training = self.training
-        try:
-            new = continue_cached(TorchRunner(self, self.graph_specs()), [vocab[tokens]], num_preds, beam)[0]
-        finally:
-            self.train(was_training)
-        words = vocab.to_tokens(new)
-        return prefix + "".join(words) if chars else " ".join([prefix.rstrip(), *words])
+        return super().predict(prefix, num_preds, vocab, beam)
 
     def check_length(self, prefix_len: int, num_preds: int) -> None:
         used = prefix_len + max(num_preds, 1) - 1
         if used > self.max_len:
             raise ZooError(f"a prefix of {prefix_len} tokens continued by {num_preds} needs {used} positions; "
                            f"{type(self).__name__}'s positional table has {self.max_len} (max_len)")
-
-
-@torch.no_grad()
-def continue_cached(runner: Any, prefixes: Sequence[Sequence[int]], num_preds: int, beam_size: int = 1,
-                    eos: int | None = None) -> list[list[int]]:
-    """`zoo_core.decoding.continue_prefixes` for a step graph whose state grows (a KV cache): the same warm-up (the
-    prefix's tokens but the last through the step graph from the empty state), then greedy or beam search.
-
-    ``continue_prefixes`` keeps a finished row's state with ``torch.where(warming, new, old)``, which needs the old
-    and new state to have one shape; a cache grows by a position each step, and the two shapes (past, past + 1)
-    broadcast to an empty cache when past is 0. Here prefixes of equal length share a batch (every row warms up at
-    every step), and each length is its own batch. Returns the generated tokens of each prefix, in order.
-    """
-    from zoo_core.decoding import beam_search, greedy
-
-    if any(len(p) == 0 for p in prefixes):
-        raise ValueError("every prefix needs at least one token")
-    found: list[list[int]] = [[] for _ in prefixes]
-    for length in sorted({len(p) for p in prefixes}):
-        rows = [i for i, p in enumerate(prefixes) if len(p) == length]
-        tokens = torch.tensor([list(prefixes[i]) for i in rows], dtype=torch.int64)
-        state = runner.start(batch_size=len(rows))
-        for t in range(length - 1):
-            _, state, _ = runner.step(tokens[:, t], state)
-        first = tokens[:, -1]
-        out = (greedy(runner, state, first, num_preds, eos) if beam_size == 1 else
-               beam_search(runner, state, first, num_preds, beam_size, eos))
-        for i, toks in zip(rows, out):
-            found[i] = toks
-    return found
 
 
 # --- BERT --------------------------------------------------------------------------------------------------------------
@@ -352,4 +311,4 @@ class BERTMini(Model):
         return "".join(vocab.to_tokens(best[i]) if c == blank else c for i, c in enumerate(text))
 
 
-__all__ = ["BERTMini", "GPTMini", "continue_cached"]
+__all__ = ["BERTMini", "GPTMini"]
