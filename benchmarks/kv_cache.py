@@ -15,7 +15,7 @@ threads, 1 by default: the machine is shared):
 
 The two continuations must be the same tokens (the same function, computed two ways); the figure is the ratio of
 the medians of the two wall times over ``--repeat`` runs (the issue's target: >= 2x). The prefix is the novel's
-first sentence (102 characters once preprocessed), so that the last step reads 301 positions. The timing does not
+first sentence (104 characters once preprocessed), so that the last step reads 303 positions. The timing does not
 depend on the weights (every step's shapes are the same whatever the weights), so by default the model is the book
 preset at its initialisation (seed 0); ``--run`` takes a trained run's weights instead.
 """
