@@ -1,5 +1,6 @@
 # The two commands a new user needs. Both create .venv (core + every first-party plugin) if it is missing or stale.
-#   make demo   train the headline model's book recipe on its real data, export it to ONNX, verify it
+#   make demo   train the Transformer's book recipe on English-French, export it to ONNX, verify it, and translate the
+#               book's four sentences with beam search on ONNX Runtime (translation and BLEU for each)
 #   make test   run the test suite (pytest)
 # Each plugin is installed with its `all` extra (its optional dependencies, e.g. pandas for house-prices).
 # Data: set ZOO_DATA to a folder holding the book's data, or let the zoo download it to ~/.cache/zoo/data.
@@ -9,7 +10,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/zoo-*))
 STAMP := $(VENV)/.zoo-installed
-DEMO_MODEL ?= softmax
+DEMO_MODEL ?= transformer
+# The book's four test sentences and their references (d2l §10.7.6, §11.7.4); for a translation model only.
+DEMO_SENTENCES := "go ." "i lost ." "he's calm ." "i'm home ."
+DEMO_REFERENCES := --reference "va !" --reference "j'ai perdu ." --reference "il est calme ." \
+	--reference "je suis chez moi ."
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup clean
@@ -29,7 +34,11 @@ demo: $(STAMP)
 	@set -e; \
 	run=$$($(BIN)/zoo train $(DEMO_MODEL) | tail -n 1); \
 	$(BIN)/zoo export $(DEMO_MODEL) --run "$$run" --onnx; \
-	$(BIN)/zoo verify $(DEMO_MODEL) --run "$$run"
+	$(BIN)/zoo verify $(DEMO_MODEL) --run "$$run"; \
+	if [ "$$($(BIN)/zoo info $(DEMO_MODEL) --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["task"])')" = translation ]; then \
+	  echo "Translating the book's four sentences with beam search (4) on ONNX Runtime:"; \
+	  $(BIN)/zoo predict $(DEMO_MODEL) $(DEMO_SENTENCES) $(DEMO_REFERENCES) --run "$$run" --beam 4 --runtime onnx; \
+	fi
 
 # pytest's exit status is kept in $(VENV)/.pytest-status, since make reports any failure as 2 (.ci/run reads it).
 test: $(STAMP)
