@@ -434,3 +434,15 @@ def test_heatmaps_check_their_sizes_against_the_tokens(tmp_path):
     with pytest.raises(ZooError, match="no attention maps"):
         save_heatmaps(tmp_path / "x.png", {}, ["a"], ["x"])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_model_refusing_its_input_is_one_line(runs, cli, monkeypatch):
+    """A model's ValueError about its input (gpt-mini: more positions than its positional table) is the user's."""
+    from zoo_core import decoding
+
+    def too_long(self, tokens, state):
+        raise ValueError("a sequence of 513 positions is longer than the positional encoding's table (512)")
+
+    monkeypatch.setattr(decoding.TorchRunner, "step", too_long)
+    cli("predict", "test-lm", "time", "--run", runs["test-lm"]).assert_one_line_error(
+        "test-lm: a sequence of 513 positions is longer than the positional encoding's table (512)")

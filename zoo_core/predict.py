@@ -197,10 +197,14 @@ def predict(name: str, inputs: Sequence[str], *, run: str | None = None, out: st
     with torch.no_grad():
         if task == "classification":
             results = _classify(r, inputs, runtime, provider)
-        elif task == "language-modeling":
-            results = _continue(r, inputs, runtime, provider, beam or 1, num_preds or NUM_PREDS, note)
         else:
-            results = _translate(r, inputs, runtime, provider, beam or 1, references, note, attention)
+            try:
+                if task == "language-modeling":
+                    results = _continue(r, inputs, runtime, provider, beam or 1, num_preds or NUM_PREDS, note)
+                else:
+                    results = _translate(r, inputs, runtime, provider, beam or 1, references, note, attention)
+            except ValueError as e:  # the model refusing this input, e.g. more positions than its positional table
+                raise ZooError(f"{name}: {e}") from e
     return Predictions(name, r.dir, task, runtime, results, None if task == "classification" else beam or 1)
 
 
