@@ -319,6 +319,7 @@ def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, b
     num_steps = r.data_hparam("num_steps")
     if not isinstance(num_steps, int):
         raise ZooError(f"run {r.dir} records no num_steps for its data: cannot size the translation")
+    model = _attention_model(r, attention) if attention is not None else None  # refused before any work
     src_vocab, tgt_vocab = r.vocab("src_vocab"), r.vocab("tgt_vocab")
     unknown: list[str] = []
     for sentence in sentences:
@@ -330,7 +331,6 @@ def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, b
                            f"(num_steps) this run was trained on; the book's build would cut it: shorten it")
         unknown += [w for w in words if w not in src_vocab and w not in unknown]
     _unknown_note(note, unknown, "words")
-    model = _attention_model(r, attention) if attention is not None else None
     src, src_valid_len = encode_source(list(sentences), src_vocab, num_steps)
     runner = r.runner(runtime, provider)
     given = {"src": src, "src_valid_len": src_valid_len}
