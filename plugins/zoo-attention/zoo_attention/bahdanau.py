@@ -57,8 +57,8 @@ from torch import Tensor, nn
 
 from zoo_attention.blocks import MASK_VALUE, AdditiveAttention
 from zoo_modern_rnn.encoder_decoder import Decoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens
-from zoo_modern_rnn.gru_train import gru_layer, input_bias
-from zoo_modern_rnn.seq2seq import NUM_STEPS, Seq2SeqEncoder, dropout, init_seq2seq
+from zoo_modern_rnn.gru_train import input_bias
+from zoo_modern_rnn.seq2seq import NUM_STEPS, Seq2SeqEncoder, dropout, init_seq2seq, packed_encoder
 
 CROSS_ATTENTION = "decoder cross-attention"  # the name of `Bahdanau.attention_maps`'s one map
 
@@ -348,20 +348,8 @@ class Bahdanau(EncoderDecoder):
     def encoder_outputs(self, src: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The book's encoder (training mode) on `src` (batch, src_seq): the top layer's outputs (batch, src_seq, H),
         batch-major, and each layer's final state (batch, H)."""
-        rnn, (batch_size, num_steps) = self.encoder.rnn, src.shape
-        table = F.linear(self.encoder.embedding.weight, rnn.weight_ih_l0,
-                         input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))                  # (src_vocab, 3 H)
-        gi = F.embedding(src.t().reshape(-1), table)                                # (src_seq * batch, 3 H)
-        states, outputs = [], gi
-        for layer in range(self.num_layers):
-            if layer > 0:
-                x = dropout(outputs, rnn.dropout, self.training)
-                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
-                                                                                 getattr(rnn, f"bias_hh_l{layer}")))
-            outputs, h = gru_layer(gi, None, getattr(rnn, f"weight_hh_l{layer}"),
-                                   getattr(rnn, f"bias_hh_l{layer}"), [batch_size] * num_steps)
-            states.append(h)
-        return outputs.view(num_steps, batch_size, -1).transpose(0, 1).contiguous(), states
+        outputs, states = packed_encoder(self.encoder, src, self.training)
+        return outputs.view(src.shape[1], src.shape[0], -1).transpose(0, 1).contiguous(), states
 
     def decoder_outputs(self, tgt_in: Tensor, enc_outputs: Tensor, states: list[Tensor], enc_valid_lens: Tensor,
                         batch_sizes: list[int]) -> Tensor:

@@ -71,6 +71,26 @@ def init_seq2seq(module: nn.Module) -> None:
                 nn.init.xavier_uniform_(module._parameters[name])
 
 
+def packed_encoder(encoder: Seq2SeqEncoder, src: Tensor, training: bool) -> tuple[Tensor, list[Tensor]]:
+    """`Seq2SeqEncoder`'s GRU stack on `src` (batch, num_steps) through `gru_layer` (the CPU training path of seq2seq
+    and bahdanau): the first layer's input projections looked up in a projected embedding table, dropout between
+    layers as ``nn.GRU`` in training mode. Returns the top layer's outputs (num_steps * batch, num_hiddens),
+    time-major, and each layer's final state (batch, num_hiddens)."""
+    rnn, (batch_size, num_steps) = encoder.rnn, src.shape
+    table = F.linear(encoder.embedding.weight, rnn.weight_ih_l0, input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))
+    gi = F.embedding(src.t().reshape(-1), table)                                    # (num_steps * batch, 3 H)
+    states, outputs = [], gi
+    for layer in range(rnn.num_layers):
+        if layer > 0:
+            x = dropout(outputs, rnn.dropout, training)
+            gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
+                                                                             getattr(rnn, f"bias_hh_l{layer}")))
+        outputs, h = gru_layer(gi, None, getattr(rnn, f"weight_hh_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"),
+                               [batch_size] * num_steps)
+        states.append(h)
+    return outputs, states
+
+
 class Seq2SeqEncoder(Encoder):
     """The RNN encoder for sequence-to-sequence learning (d2l §10.7.1): an embedding and a multi-layer GRU.
 
@@ -227,20 +247,7 @@ class Seq2Seq(EncoderDecoder):
     def encoder_states(self, src: Tensor) -> list[Tensor]:
         """The book's encoder (training mode) on `src` (batch, num_steps): each layer's final state (batch,
         num_hiddens); the last is the context."""
-        rnn, (batch_size, num_steps) = self.encoder.rnn, src.shape
-        table = F.linear(self.encoder.embedding.weight, rnn.weight_ih_l0,
-                         input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))                  # (src_vocab, 3 H)
-        gi = F.embedding(src.t().reshape(-1), table)                                # (num_steps * batch, 3 H)
-        states, outputs = [], None
-        for layer in range(self.num_layers):
-            if layer > 0:
-                x = dropout(outputs, rnn.dropout, self.training)
-                gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
-                                                                                 getattr(rnn, f"bias_hh_l{layer}")))
-            outputs, h = gru_layer(gi, None, getattr(rnn, f"weight_hh_l{layer}"),
-                                   getattr(rnn, f"bias_hh_l{layer}"), [batch_size] * num_steps)
-            states.append(h)
-        return states
+        return packed_encoder(self.encoder, src, self.training)[1]
 
     def decoder_outputs(self, tokens: Tensor, rows: Tensor, state: list[Tensor], batch_sizes: list[int]) -> Tensor:
         """The book's decoder (training mode) on a packed target: `tokens` (N,) and their `rows` (N,), step by step
