@@ -19,8 +19,8 @@ products the other way: 126 instead of 240 million multiply-adds per image forwa
 and its data pipeline resizes each image with PIL in 4 DataLoader worker processes that start with each epoch and
 prefetch 8 batches, competing for the cores with the training (the zoo resizes each batch with one interpolation). And both pay
 glibc's malloc: it maps every tensor over 32 MB afresh and unmaps it on free, so each 39 MB MLP activation costs
-~9,500 page faults per use, ~0.2 s of system time a step; the zoo's ViT keeps freed memory while it trains
-(`zoo_attention.vit.keep_freed_memory`): 1.05 instead of 1.45 s of CPU time per step.
+~9,500 page faults per use, ~0.2 s of system time a step; the zoo's Trainer keeps freed memory on the CPU
+(`zoo_core.devices.keep_freed_memory`): 1.05 instead of 1.45 s of CPU time per step.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -201,6 +204,45 @@ def test_channels_last_views_single_channel_batches_as_nhwc():
     assert Y.data_ptr() == X.data_ptr()
     Z = channels_last(torch.rand(4, 3, 6, 5))
     assert Z.stride() == (90, 1, 15, 3)
+
+
+FAULTS = """
+import resource, torch
+from zoo_core.devices import keep_freed_memory
+
+def faults_of_three():  # 64 MB tensors, made and freed three times
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        torch.ones(16_000_000)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+default = faults_of_three()
+assert keep_freed_memory()
+faults_of_three()  # the heap grows to hold them
+print(default, faults_of_three())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc only")
+def test_keep_freed_memory_ends_the_page_faults_of_large_tensors() -> None:
+    """A 64 MB tensor made again and again: with glibc's defaults each one is a fresh mapping (16,000 page faults);
+    once freed memory is kept, later ones reuse it. In a fresh process: a CPU training in this one already kept it."""
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    default, kept = map(int, out.stdout.split())
+    pages = 3 * 16_000_000 * 4 // 4096
+    assert default > pages * 0.9
+    assert kept < pages // 10
+
+
+def test_cpu_training_keeps_freed_memory(monkeypatch):
+    """`Trainer.fit` on the CPU has malloc keep freed memory (`keep_freed_memory`), before the first step."""
+    calls = []
+    monkeypatch.setattr("zoo_core.trainer.keep_freed_memory", lambda: calls.append("kept") or True)
+    data = FashionMNIST(batch_size=32, synthetic=True, num_train=64, num_val=32)
+    quiet(max_epochs=1).fit(DropoutNet(), data)
+    assert calls == ["kept"]
 
 
 def test_compile_trains_the_same_model_with_the_same_weight_names():

@@ -5,8 +5,9 @@ optimiser step, fold the step's metrics into on-device sums. Nothing in a step c
 non-finite-loss check are read once per logging interval and at epoch ends.
 
 Around the loop: device and precision resolution, DDP under torchrun (gloo on CPU, nccl on CUDA; only rank 0
-writes), a checkpoint each epoch and on Ctrl-C, bit-for-bit resume (data order, RNG and metric sums are restored,
-mid-epoch too), progress (tqdm on a terminal, plain lines otherwise), ``metrics.jsonl`` and ``curves.png``.
+writes), on the CPU a malloc that keeps freed memory (`zoo_core.devices.keep_freed_memory`), a checkpoint each epoch
+and on Ctrl-C, bit-for-bit resume (data order, RNG and metric sums are restored, mid-epoch too), progress (tqdm on a
+terminal, plain lines otherwise), ``metrics.jsonl`` and ``curves.png``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from zoo_core import distributed
 from zoo_core.artifacts import atomic_path, check_hashes, file_records, no_space_error, replace_dir, write_json
 from zoo_core.data.module import DataModule, TensorLoader
-from zoo_core.devices import channels_last, resolve_device, resolve_precision, tf32
+from zoo_core.devices import channels_last, keep_freed_memory, resolve_device, resolve_precision, tf32
 from zoo_core.distributed import DistEnv
 from zoo_core.errors import (
     IntegrityError, NonFiniteLossError, NoSpaceError, TrainingInterrupted, WorkerLostError, ZooError,
@@ -177,6 +178,8 @@ class Trainer:
              ckpt_path: Path | None) -> FitResult:
         if self.seed is not None:
             torch.manual_seed(self.seed)
+        if device.type == "cpu":  # the step's large tensors stop costing page faults every step (see the function)
+            keep_freed_memory()
         channels_last = self.channels_last
         if channels_last is None:
             channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())

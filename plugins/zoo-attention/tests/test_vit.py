@@ -10,16 +10,13 @@ computes the ``<cls>`` row only.
 from __future__ import annotations
 
 import math
-import platform
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo_attention.vit import ViT, ViTBlock, ViTMLP, keep_freed_memory
+from zoo_attention.vit import ViT, ViTBlock, ViTMLP
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -264,33 +261,3 @@ def test_book_size_onnx_parity(tmp_path) -> None:
     result = check_parity(model, tmp_path / graph.file, model.graph_inputs(graph.name, dims), dims=dims,
                           atol=spec.parity.atol, rtol=spec.parity.rtol, input_names=[t.name for t in graph.inputs])
     assert result.passed, str(result)
-
-
-FAULTS = """
-import resource, torch
-from zoo_attention.vit import keep_freed_memory
-
-def faults_of_three():  # 64 MB tensors, made and freed three times
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
-        torch.ones(16_000_000)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-default = faults_of_three()
-assert keep_freed_memory()
-faults_of_three()  # the heap grows to hold them
-print(default, faults_of_three())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="glibc's malloc only")
-def test_keep_freed_memory_ends_the_page_faults_of_large_tensors() -> None:
-    """A 64 MB tensor made again and again: with glibc's defaults each one is a fresh mapping (16,000 page faults);
-    once freed memory is kept, later ones reuse it. In a fresh process: training a ViT in this one already kept it."""
-    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    default, kept = map(int, out.stdout.split())
-    pages = 3 * 16_000_000 * 4 // 4096
-    assert default > pages * 0.9
-    assert kept < pages // 10

@@ -17,9 +17,7 @@ other way. With the book's sizes that leaves 126 of the 240 million multiply-add
 
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -27,26 +25,6 @@ from torch import Tensor, nn
 
 from zoo_attention.blocks import MultiHeadAttention, PatchEmbedding
 from zoo_core import Classifier
-
-
-def keep_freed_memory() -> bool:
-    """Have the C library's malloc keep freed memory for reuse rather than hand it back to the system (glibc only).
-
-    glibc serves each allocation over its mmap threshold (at most 32 MB by default) with a fresh mapping and unmaps it
-    on free, so a tensor of the book's ViT as large as one MLP activation (batch 128: 128 x 37 x 2048 floats, 39 MB)
-    costs ~9,500 page faults every time it is made, forward and backward, every step. Measured on this project's
-    2-core CPU at one thread: ~0.2 s of system time per training step, and 1.45 s of CPU time per step against 1.05 s
-    with the memory kept. (PyTorch's CPU tuning guides swap in jemalloc or tcmalloc for the same reason.) The price is
-    that the process keeps its peak memory until it ends: fine for a training run. Returns whether it took effect.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 class ViTMLP(nn.Module):
@@ -166,9 +144,7 @@ class ViT(Classifier):
         return self.head(X[:, 0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The book's minibatch SGD on ``lr``; training is about to start, so the process keeps its freed memory
-        (`keep_freed_memory`: the CPU step's page faults go)."""
-        keep_freed_memory()
+        """The book's minibatch SGD on ``lr``."""
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
     def example_inputs(self, batch_size: int = 2) -> tuple[Tensor, ...]:
