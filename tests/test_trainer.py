@@ -219,7 +219,9 @@ def faults_of_three():  # 64 MB tensors, made and freed three times
 default = faults_of_three()
 assert keep_freed_memory()
 faults_of_three()  # the heap grows to hold them
-print(default, faults_of_three())
+# the least of three later rounds: a kernel that reclaims idle memory (DAMON here) may take the kept pages back
+# between two rounds, and then one round faults again
+print(default, min(faults_of_three() for _ in range(3)))
 """
 
 
