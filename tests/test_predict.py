@@ -6,6 +6,7 @@ Runtime give the same answers; each bad input is one line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from zoo_core import GraphSpec, Model, ModelSpec, Preset, plugins, workflows
 from zoo_core.data.fashion_mnist import LABELS
 from zoo_core.decoding import TorchRunner, beam_search, continue_prefixes, greedy
-from zoo_core.predict import load_image
+from zoo_core.predict import Predictions, load_image
 
 
 def quiet(line: str) -> None:
@@ -369,6 +370,18 @@ def test_unknown_words_are_read_as_unk_and_said_once(runs, cli):
     assert len(notes) == 1 and "4 words not in the run's vocabulary, read as <unk>" in notes[0]
     assert "'the', 'zebra', 'and', 'okapi'" in notes[0]
     assert len(result.stdout.splitlines()) == 2
+
+
+def test_the_answering_run_is_named_on_stderr_and_a_tiny_one_flagged(runs, cli):
+    """stdout keeps the answers only; stderr says which run gave them (the newest finished one by default), and
+    warns that a tiny-preset run's answers are noise."""
+    result = cli("predict", "test-mt", SENTENCES[0], "--run", runs["test-mt"])
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1
+    assert result.stderr_lines == [f"zoo: using test-mt run {runs['test-mt']} (preset tiny, a size for tests: expect "
+                                   "noise; `zoo train NAME` trains the book's preset)"]
+    assert as_json(cli("predict", "test-mt", SENTENCES[0], "--run", runs["test-mt"], "--json"))["preset"] == "tiny"
+    book = Predictions("transformer", Path("artifacts/transformer/x"), "translation", "onnx", [], 4, "book")
+    assert book.source() == "using transformer run artifacts/transformer/x"
 
 
 @pytest.mark.parametrize("args, fragments", [

@@ -305,6 +305,7 @@ def predict_command(name: str, inputs: tuple[str, ...], run: str | None, out: st
     if as_json:
         _echo_json(result.to_json())
     else:
+        _err(result.source())  # stderr: which run answered (the newest finished one unless --run says)
         for line in result.lines():
             click.echo(line)
 

@@ -49,7 +49,8 @@ class ParityResult:
         top1 = f", top-1 agreement {self.top1_agreement:.4f}" if self.top1_agreement is not None else ""
         at = ", ".join(f"{k} {v}" for k, v in self.dims.items()) if self.dims else f"batch {self.batch_size}"
         return (f"{self.provider}: max abs err {self.max_abs_err:.3g}, max rel err {self.max_rel_err:.3g} "
-                f"(atol {self.atol:g}, rtol {self.rtol:g}) at {at}{top1}: "
+                f"(passes if |ort - torch| <= atol + rtol * |torch| everywhere, atol {self.atol:g}, rtol {self.rtol:g}) "
+                f"at {at}{top1}: "
                 f"{'passed' if self.passed else 'FAILED'}")
 
 

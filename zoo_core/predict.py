@@ -62,10 +62,20 @@ class Predictions:
     runtime: str
     results: list[dict[str, Any]]
     beam: int | None = None
+    preset: str | None = None  # the preset the run trained
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "run": str(self.run_dir), "task": self.task, "runtime": self.runtime,
-                **({"beam": self.beam} if self.beam is not None else {}), "results": self.results}
+        return {"model": self.model, "run": str(self.run_dir), "preset": self.preset, "task": self.task,
+                "runtime": self.runtime, **({"beam": self.beam} if self.beam is not None else {}),
+                "results": self.results}
+
+    def source(self) -> str:
+        """Which run answered, as ``zoo predict`` says it on stderr; a tiny-preset run is flagged, since its
+        answers are noise (a size for contract tests, not for learning)."""
+        line = f"using {self.model} run {self.run_dir}"
+        if self.preset == "tiny":
+            line += " (preset tiny, a size for tests: expect noise; `zoo train NAME` trains the book's preset)"
+        return line
 
     def lines(self) -> list[str]:
         """The results as ``zoo predict`` prints them."""
@@ -205,7 +215,8 @@ def predict(name: str, inputs: Sequence[str], *, run: str | None = None, out: st
                     results = _translate(r, inputs, runtime, provider, beam or 1, references, note, attention)
             except ValueError as e:  # the model refusing this input, e.g. more positions than its positional table
                 raise ZooError(f"{name}: {e}") from e
-    return Predictions(name, r.dir, task, runtime, results, None if task == "classification" else beam or 1)
+    return Predictions(name, r.dir, task, runtime, results, None if task == "classification" else beam or 1,
+                       r.manifest.get("preset"))
 
 
 # --- images -------------------------------------------------------------------------------------------------------------

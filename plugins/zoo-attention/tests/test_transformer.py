@@ -294,7 +294,7 @@ def test_attention_maps():
     tgt_in = torch.tensor([[2, 7, 8, 9, 10]])
     maps = model.attention_maps(src, valid, tgt_in)
     assert model.training  # the mode is restored
-    assert sorted(maps) == sorted([f"{kind}, block {i}" for i in range(2) for kind in (
+    assert sorted(maps) == sorted([f"{kind}, block {i}" for i in (1, 2) for kind in (
         "encoder self-attention", "decoder self-attention", "decoder cross-attention")])
     for name, w in maps.items():
         q, k = (6 if name.startswith("encoder") else 5), (5 if "decoder self" in name else 6)
@@ -304,13 +304,13 @@ def test_attention_maps():
             assert torch.equal(torch.triu(w, diagonal=1), torch.zeros_like(w))
         else:
             assert torch.equal(w[..., 4:], torch.zeros_like(w[..., 4:]))  # padding, after valid length 4
-    # the weights are the forward pass's: recompute block 0's decoder self-attention from its projections
+    # the weights are the forward pass's: recompute the first block's decoder self-attention from its projections
     with torch.no_grad():
         a = model.eval().decoder.blks[0].attention1
         X = model.decoder.embed(tgt_in)
         Q, K = a.split_heads(a.W_q(X)), a.split_heads(a.W_k(X))
         scores = Q @ K.transpose(-1, -2) / math.sqrt(16) + torch.triu(torch.full((5, 5), -1e6), 1)
-        torch.testing.assert_close(maps["decoder self-attention, block 0"], scores.softmax(-1)[0])
+        torch.testing.assert_close(maps["decoder self-attention, block 1"], scores.softmax(-1)[0])
     assert all(not blk.attention1.save_weights for blk in model.decoder.blks)
     with pytest.raises(ValueError, match="one sentence pair"):
         model.attention_maps(src.expand(2, -1), valid.expand(2), tgt_in.expand(2, -1))

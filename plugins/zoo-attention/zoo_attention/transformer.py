@@ -373,15 +373,17 @@ class Transformer(EncoderDecoder):
 
         Returns:
             ``{"encoder self-attention, block i": (heads, m, m), "decoder self-attention, block i": (heads, n, n),
-            "decoder cross-attention, block i": (heads, n, m)}`` float tensors, rows summing to 1: the forward pass's
-            weights in eval mode (causal rows of the decoder's self-attention are zero above the diagonal; the
-            source's padding gets weight 0).
+            "decoder cross-attention, block i": (heads, n, m)}`` (i from 1) float tensors, rows summing to 1: the
+            forward pass's weights in eval mode (causal rows of the decoder's self-attention are zero above the
+            diagonal; the source's padding gets weight 0).
         """
         if src.shape[0] != 1 or tgt_in.shape[0] != 1:
             raise ValueError(f"attention_maps takes one sentence pair, got batches of {src.shape[0]} and "
                              f"{tgt_in.shape[0]}")
-        attentions = {f"encoder self-attention, block {i}": blk.attention for i, blk in enumerate(self.encoder.blks)}
-        for i, blk in enumerate(self.decoder.blks):
+        # blocks counted from 1, as the heatmaps count heads: these names are the figure's row labels
+        attentions = {f"encoder self-attention, block {i}": blk.attention
+                      for i, blk in enumerate(self.encoder.blks, 1)}
+        for i, blk in enumerate(self.decoder.blks, 1):
             attentions[f"decoder self-attention, block {i}"] = blk.attention1
             attentions[f"decoder cross-attention, block {i}"] = blk.attention2
         was_training = self.training
