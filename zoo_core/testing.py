@@ -17,13 +17,19 @@ torch is imported inside the tests, not here: this module is loaded by every pyt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from zoo_core.registry import GraphSpec
 
 HEAVY_MODULES = ("torch", "torchvision", "torchaudio", "numpy", "pandas", "scipy", "sklearn", "matplotlib", "onnx",
                  "onnxruntime", "onnxscript", "PIL", "cv2", "tensorflow", "jax", "transformers")
@@ -71,6 +77,20 @@ def require_data(dataset: str, data_dir: str | None = None) -> Path | None:
         pytest.skip(f"real data absent: {e}")
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread inside the block, restored after it: `single_thread` for code that a
+    function-scoped fixture cannot reach (a module-scoped fixture that trains a model once for its file's tests)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def single_thread() -> Any:
     """One intra-op torch thread for the test, restored after it.
@@ -78,12 +98,195 @@ def single_thread() -> Any:
     Tiny models split over threads cost more than they gain, and on a busy machine (more runnable threads than
     cores) OpenMP barriers wait on descheduled threads: a tiny GoogLeNet step took 3-5 s with 2 threads, 0.14 s with 1.
     """
+    with one_thread():
+        yield
+
+
+# --- translation models ---------------------------------------------------------------------------------------------
+# Checks that the encoder-decoder translation models (d2l §10.7 on: seq2seq, Bahdanau attention, the Transformer)
+# share: they train on fra-eng batches ``(src, tgt_in, src_valid_len, tgt_out)``, generate through an ``encoder`` and
+# a ``decoder_step`` graph that `zoo_core.decoding` drives on PyTorch or ONNX Runtime, and train through a fast
+# ``packed_loss`` that must compute the forward pass's masked loss. Each model's tests call them with its own model,
+# data and thresholds.
+
+def train_preset(model_name: str, preset: str, *, max_epochs: int | None = None,
+                 **data_options: Any) -> tuple[Any, Any, Any]:
+    """`model_name`'s `preset` trained by the `Trainer` on the CPU with the preset's recipe (`max_epochs` replaces its
+    epochs), on one thread, quietly: (the model in eval mode, its data, the `FitResult`).
+
+    torch is seeded 0 before the model is built, so a module-scoped fixture gets the same model whichever tests ran
+    before it. `data_options` go to `get_data`: a tiny preset trained for a few epochs on a couple of thousand
+    synthetic pairs gives outputs far from uniform, which decoding tests need (among an untrained model's
+    near-uniform outputs, which token wins is a matter of rounding).
+    """
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from zoo_core import Trainer, get_data, get_model, get_spec
+
+    train = dict(get_spec(model_name).preset(preset).train)
+    if max_epochs is not None:
+        train["max_epochs"] = max_epochs
+    with one_thread():
+        torch.manual_seed(0)
+        model, data = get_model(model_name, preset=preset), get_data(model_name, preset=preset, **data_options)
+        result = Trainer(**train, device="cpu", progress=False, log=lambda line: None).fit(model, data)
+    return model.eval(), data, result
+
+
+def generation_graphs(model_name: str, preset: str = "tiny") -> list[GraphSpec]:
+    """`model_name`'s graphs that generation runs (the encoder and step roles, which `zoo_core.decoding` drives), in
+    its spec's order: those to export for ONNX Runtime."""
+    from zoo_core import get_spec
+
+    return [g for g in get_spec(model_name).graph_specs(preset) if g.role in ("encoder", "step")]
+
+
+def export_graphs(model: Any, graphs: Iterable[GraphSpec], folder: Path) -> dict[str, Path]:
+    """Each of `graphs` of `model` exported to ``folder/<name>.onnx``: {name: path}, as `zoo_core.decoding.OnnxRunner`
+    takes them."""
+    from zoo_core.export import export_graph
+
+    files = {}
+    for graph in graphs:
+        export_graph(model, graph, folder / graph.file)
+        files[graph.name] = folder / graph.file
+    return files
+
+
+def assert_parity_at_untraced_sizes(model: Any, graph: GraphSpec, path: Path, *, atol: float | None = None,
+                                    rtol: float | None = None) -> None:
+    """`graph` exported at `path` gives PyTorch's outputs on ONNX Runtime (within `atol` and `rtol`; by default
+    `check_parity`'s) at `parity_dims`: a batch size and every other symbolic dimension unlike those export traced
+    at, so that a size the trace fixed into the graph fails here rather than on a user's first other input."""
+    from zoo_core import check_parity
+    from zoo_core.export import parity_dims, trace_dims
+
+    dims = parity_dims(graph)
+    assert all(dims[d] != size for d, size in trace_dims(graph).items())
+    tolerances = {name: tol for name, tol in (("atol", atol), ("rtol", rtol)) if tol is not None}
+    result = check_parity(model.graph_module(graph.name), path, model.graph_inputs(graph.name, dims), dims=dims,
+                          input_names=[t.name for t in graph.inputs], **tolerances)
+    assert result.passed, f"{graph.file}: {result}"
+
+
+def assert_predict_step_is_greedy(model: Any, graphs: Sequence[GraphSpec], src: Tensor, src_valid_len: Tensor, *,
+                                  bos: int, num_steps: int) -> None:
+    """The book's ``predict_step`` (the argmax fed back for `num_steps` steps, from `bos`) gives the tokens of
+    `zoo_core.decoding.greedy` through the model's graphs when greedy does not stop at ``<eos>``: the graphs decode
+    what the book's decoder does."""
+    import torch
+
+    from zoo_core.decoding import TorchRunner, greedy
+
+    first = torch.full((len(src),), bos, dtype=torch.int64)
+    book = model.predict_step((src, first[:, None], src_valid_len), num_steps=num_steps)
+    runner = TorchRunner(model, graphs)
+    assert greedy(runner, runner.start(src, src_valid_len), first, max_len=num_steps) == book.tolist()
+
+
+def assert_onnx_search_equals_pytorch(model: Any, data: Any, graphs: Sequence[GraphSpec], files: Mapping[str, Path],
+                                      *, beam_size: int) -> tuple[int, int]:
+    """Greedy search (`beam_size` 1) or beam search gives the same tokens from the exported `files` on ONNX Runtime
+    as from the model on PyTorch, for every validation sentence of `data`. One decoding loop drives both runtimes,
+    so a difference is the graphs'.
+
+    Returns (exact, sentences): how many of the PyTorch translations are their reference token for token, and of how
+    many; how many a model must get right is its own test's to say.
+    """
+    import torch
+
+    from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
+    from zoo_core.text import BOS, EOS, PAD
+
+    src, _, src_valid_len, tgt_out = data.splits()["val"]
+    bos, eos, pad = (data.tgt_vocab[token] for token in (BOS, EOS, PAD))
+    first = torch.full((len(src),), bos, dtype=torch.int64)
+    found = []
+    for runner in (TorchRunner(model, graphs), OnnxRunner(files, graphs)):
+        state = runner.start(src, src_valid_len)
+        found.append(greedy(runner, state, first, data.num_steps, eos=eos) if beam_size == 1 else
+                     beam_search(runner, state, first, data.num_steps, beam_size, eos=eos))
+    assert found[0] == found[1], f"beam size {beam_size}: ONNX Runtime's tokens are not PyTorch's"
+    references = [[t for t in row if t not in (pad, eos)] for row in tgt_out.tolist()]
+    return sum(tokens == reference for tokens, reference in zip(found[0], references)), len(references)
+
+
+def assert_onnx_translation_equals_pytorch(model: Any, data: Any, graphs: Sequence[GraphSpec],
+                                           files: Mapping[str, Path], sentences: Sequence[str], *,
+                                           beam_size: int = 1) -> list[str]:
+    """``translate`` gives the same words for raw `sentences` (the book's preprocessing) from the exported `files` on
+    ONNX Runtime as on PyTorch; returns them."""
+    from zoo_core.decoding import OnnxRunner, TorchRunner
+
+    out = [model.translate(sentences, data.src_vocab, data.tgt_vocab, data.num_steps, beam_size, runner=runner)
+           for runner in (TorchRunner(model, graphs), OnnxRunner(files, graphs))]
+    assert out[0] == out[1], f"beam size {beam_size}: ONNX Runtime translates {out[1]}, PyTorch {out[0]}"
+    return out[0]
+
+
+def assert_translates_exactly(model: Any, data: Any, graphs: Sequence[GraphSpec], pairs: Mapping[str, str], *,
+                              beam_size: int = 1) -> None:
+    """Each English sentence of `pairs` translates to its French: BLEU (k=2) 1, the book's measure (d2l §10.7.6)."""
+    from zoo_core.seq_metrics import bleu
+
+    translations = model.translate(list(pairs), data.src_vocab, data.tgt_vocab, data.num_steps, beam_size,
+                                   graphs=graphs)
+    for (en, fr), pred in zip(pairs.items(), translations):
+        assert bleu(pred, fr, k=2) == 1.0, f"{en} => {pred} (beam {beam_size})"
+
+
+def padded_labels(batch_size: int, num_steps: int, vocab_size: int, pad: int) -> Tensor:
+    """Random labels (batch_size, num_steps): each row's first 1 to num_steps (at random) any token but `pad`, the rest
+    `pad`, so that a masked loss meets rows of every length."""
+    import torch
+
+    labels = torch.randint(0, vocab_size, (batch_size, num_steps))
+    labels[labels == pad] = (pad + 1) % vocab_size
+    lengths = torch.randint(1, num_steps + 1, (batch_size,))
+    labels[torch.arange(num_steps)[None, :] >= lengths[:, None]] = pad
+    return labels
+
+
+def assert_same_loss_and_gradients(model: Any, loss: Callable[[], Tensor], reference: Callable[[], Tensor]) -> None:
+    """`loss()` equals `reference()`, and so does the gradient of every parameter of `model`: within rtol 1e-5, atol
+    1e-6 for the loss and rtol 1e-4, atol 1e-6 for each gradient, as float32 sums taken in another order (a fast
+    training path's cuts, fusions and hand-written backward against the forward pass) differ."""
+    import torch
+
+    def value_and_gradients(f: Callable[[], Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        model.zero_grad()
+        value = f()
+        value.backward()
+        return value.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected, expected_grads = value_and_gradients(reference)
+    value, grads = value_and_gradients(loss)
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def assert_packed_loss_without_labels_is_zero(model: Any) -> None:
+    """A batch whose labels are all ``<pad>`` has no token for the masked mean to average over: the packed loss is
+    0 (not 0/0, NaN) and its backward pass runs."""
+    import torch
+
+    src, tgt_in, src_valid_len = model.example_inputs(3)
+    loss = model.packed_loss((src, tgt_in, src_valid_len, torch.full(tgt_in.shape, model.tgt_pad)))
+    loss.backward()
+    assert loss.item() == 0.0
+
+
+def assert_training_step_takes_the_packed_path(model: Any, batch: Sequence[Tensor],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training step computes its loss once with ``packed_loss``: the training that runs is the one the tests
+    holding the packed loss to the forward pass's loss check."""
+    import torch
+
+    calls: list[Sequence[Tensor]] = []
+    monkeypatch.setattr(model, "packed_loss", lambda b: calls.append(b) or torch.tensor(0.0))
+    model.training_step(batch)
+    assert len(calls) == 1
 
 
 # --- the contract ---------------------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo_core import Trainer, get_data, get_model, get_spec
-from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
+from zoo_core import get_data, get_model, get_spec
 from zoo_core.export import export_graph
 from zoo_core.parity import _session
-from zoo_core.testing import require_data
-from zoo_core.text import BOS, EOS
+from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_translation_equals_pytorch,
+                              assert_packed_loss_without_labels_is_zero, assert_predict_step_is_greedy,
+                              assert_same_loss_and_gradients, assert_training_step_takes_the_packed_path,
+                              assert_translates_exactly, export_graphs, generation_graphs, padded_labels,
+                              require_data, train_preset)
 from zoo_attention.transformer import Transformer, prefix_graph
 
 D2L_BOOK_PARAMS = 1_869_782  # d2l 1.0.3's TransformerEncoder + §11.7's TransformerDecoder (194/214 words), built
@@ -36,46 +38,25 @@ def graphs(preset: str = "tiny"):
     return {g.name: g for g in get_spec("transformer").graph_specs(preset)}
 
 
-def export(model: Transformer, folder, names=("encoder", "decoder_step"), preset: str = "tiny") -> dict:
-    files = {}
-    for name in names:
-        export_graph(model, graphs(preset)[name], folder / f"{name}.onnx")
-        files[name] = folder / f"{name}.onnx"
-    return files
-
-
 @pytest.fixture(scope="module")
 def trained():
     """The tiny model trained for 8 epochs on 2,048 synthetic pairs (seconds): outputs far from uniform, so that
     decoding has real choices to make. Returns (model, data)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model, data = tiny(), get_data("transformer", preset="tiny", num_train=2048, batch_size=64)
-        Trainer(max_epochs=8, gradient_clip_val=1, device="cpu", progress=False, log=lambda line: None).fit(
-            model, data)
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval(), data
+    model, data, _ = train_preset("transformer", "tiny", max_epochs=8, num_train=2048, batch_size=64)
+    return model, data
 
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     """The trained tiny model's encoder and decoder_step graphs on ONNX Runtime: {name: path}."""
-    return export(trained[0], tmp_path_factory.mktemp("transformer-onnx"))
+    return export_graphs(trained[0], generation_graphs("transformer"), tmp_path_factory.mktemp("transformer-onnx"))
 
 
 def with_labels(model: Transformer, batch_size: int, src_steps: int, tgt_steps: int):
     """A random batch (src, tgt_in, src_valid_len, tgt_out) with padded targets of various lengths."""
-    V, pad = model.tgt_vocab_size, model.tgt_pad
     src, tgt_in, valid = model.graph_inputs("model", {"batch": batch_size, "src_seq": src_steps,
                                                       "tgt_seq": tgt_steps})
-    tgt_out = torch.randint(0, V, (batch_size, tgt_steps))
-    tgt_out[tgt_out == pad] = pad + 1
-    lens = torch.randint(1, tgt_steps + 1, (batch_size,))
-    tgt_out[torch.arange(tgt_steps)[None, :] >= lens[:, None]] = pad
-    return src, tgt_in, valid, tgt_out
+    return src, tgt_in, valid, padded_labels(batch_size, tgt_steps, model.tgt_vocab_size, model.tgt_pad)
 
 
 def token_losses(logits, tgt_out):
@@ -204,10 +185,7 @@ def test_predict_step_is_greedy_without_eos():
     zoo_core.decoding's greedy tokens (run through the graphs) when greedy does not stop at <eos>."""
     model = tiny().eval()
     src, _, valid = model.graph_inputs("model", {"batch": 5, "src_seq": 9, "tgt_seq": 9})
-    bos = torch.full((5,), 2)
-    book = model.predict_step((src, bos[:, None], valid), num_steps=9)
-    runner = TorchRunner(model, [graphs()["encoder"], graphs()["decoder_step"]])
-    assert greedy(runner, runner.start(src, valid), bos, max_len=9) == book.tolist()
+    assert_predict_step_is_greedy(model, generation_graphs("transformer"), src, valid, bos=2, num_steps=9)
 
 
 # --- ONNX Runtime ------------------------------------------------------------------------------------------------------
@@ -235,25 +213,17 @@ def test_onnx_search_gives_pytorchs_tokens(trained, exported, beam_size):
     """Greedy and beam search (4) on the ONNX Runtime sessions give exactly PyTorch's tokens for every validation
     sentence of the trained model (65 sentences), many of them right (the model learned)."""
     model, data = trained
-    src, _, valid, tgt_out = data.splits()["val"]
-    g = [graphs()["encoder"], graphs()["decoder_step"]]
-    runners = TorchRunner(model, g), OnnxRunner(exported, g)
-    bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
-    first = torch.full((len(src),), bos)
-    found = [greedy(r, r.start(src, valid), first, 9, eos) if beam_size == 1 else
-             beam_search(r, r.start(src, valid), first, 9, beam_size, eos) for r in runners]
-    assert found[0] == found[1]
-    refs = [[t for t in row if t not in (eos, model.tgt_pad)] for row in tgt_out.tolist()]
-    assert sum(a == r for a, r in zip(found[0], refs)) > len(refs) // 4
+    exact, sentences = assert_onnx_search_equals_pytorch(model, data, generation_graphs("transformer"), exported,
+                                                         beam_size=beam_size)
+    assert exact > sentences // 4, f"only {exact} of {sentences} validation sentences translated exactly"
 
 
 def test_translate_on_both_runtimes(trained, exported):
     model, data = trained
-    g = [graphs()["encoder"], graphs()["decoder_step"]]
     sentences = ["i see the cat .", "we run home !", "dog"]
-    out = [model.translate(sentences, data.src_vocab, data.tgt_vocab, 9, beam_size=4, runner=r)
-           for r in (TorchRunner(model, g), OnnxRunner(exported, g))]
-    assert out[0] == out[1] and all(isinstance(s, str) for s in out[0])
+    out = assert_onnx_translation_equals_pytorch(model, data, generation_graphs("transformer"), exported, sentences,
+                                                 beam_size=4)
+    assert all(isinstance(s, str) for s in out)
 
 
 # --- the positional table ----------------------------------------------------------------------------------------------
@@ -273,7 +243,7 @@ def test_a_sequence_longer_than_the_positional_table_is_an_error(tmp_path):
         inputs = list(model.graph_inputs("decoder_step", {"batch": 2, "src_seq": 4, "past": 8}))
         with pytest.raises(ValueError, match="longer than the positional encoding's table"):
             step(*inputs)
-    files = export(model, tmp_path, names=("decoder_step",))
+    files = export_graphs(model, [graphs()["decoder_step"]], tmp_path)
     session = _session(files["decoder_step"], "CPUExecutionProvider")
     names = [i.name for i in session.get_inputs()]
     feed = dict(zip(names, (t.numpy() for t in inputs)))
@@ -328,36 +298,17 @@ def test_packed_loss_is_the_forward_loss(preset):
     valid[1:] = valid[1:].clamp(max=7)  # two source columns cut for all rows but one
     tgt_out[:, 8] = model.tgt_pad
     tgt_out[0, 2] = model.tgt_pad  # a <pad> label before the last one counts for nothing either
-    batch = (src, tgt_in, valid, tgt_out)
-
-    def loss_and_grads(loss_fn):
-        model.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
-
-    expected, expected_grads = loss_and_grads(lambda: model.loss(model(src, tgt_in, valid), tgt_out))
-    loss, grads = loss_and_grads(lambda: model.packed_loss(batch))
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_loss_and_gradients(model, lambda: model.packed_loss((src, tgt_in, valid, tgt_out)),
+                                   reference=lambda: model.loss(model(src, tgt_in, valid), tgt_out))
 
 
 def test_packed_loss_of_a_batch_without_labels():
-    model = tiny().train()
-    src, tgt_in, valid = model.example_inputs(3)
-    loss = model.packed_loss((src, tgt_in, valid, torch.full((3, 9), model.tgt_pad)))
-    loss.backward()
-    assert loss.item() == 0.0
+    assert_packed_loss_without_labels_is_zero(tiny().train())
 
 
 def test_training_step_takes_the_packed_path_on_the_cpu(monkeypatch):
-    model = tiny().train()
     batch = get_data("transformer", preset="tiny").example_batch()
-    calls = []
-    monkeypatch.setattr(model, "packed_loss", lambda b: calls.append(b) or torch.tensor(0.0))
-    model.training_step(batch)
-    assert len(calls) == 1
+    assert_training_step_takes_the_packed_path(tiny().train(), batch, monkeypatch)
 
 
 def test_packed_training_uses_dropout():
@@ -416,25 +367,13 @@ def test_book_figures(tmp_path):
     "i lost ." and "i'm home ." translated exactly (BLEU 1, as the reference's seed 0 and every zoo seed), greedy and
     with beam search (4); greedy and beam search token-identical on ONNX Runtime and PyTorch for every validation
     sentence. "he's calm ." is not asserted (no training pair holds it: "<unk> !" or "il est mouillé ." by seed)."""
-    from zoo_core.seq_metrics import bleu
-
     require_data("fra-eng")
-    torch.manual_seed(0)
-    data, model = get_data("transformer", preset="book"), get_model("transformer", preset="book")
-    result = Trainer(max_epochs=30, gradient_clip_val=1, device="cpu", seed=0, progress=False,
-                     log=lambda line: None).fit(model, data)
-    model.eval()
-    val = data.splits()["val"]
+    model, data, result = train_preset("transformer", "book")
     assert result.metrics["val_loss"] < 3.2
-    assert abs(model.leaky_validation_loss(val).item() - result.metrics["val_loss"]) > 0.05
+    assert abs(model.leaky_validation_loss(data.splits()["val"]).item() - result.metrics["val_loss"]) > 0.05
     book = {"go .": "va !", "i lost .": "j'ai perdu .", "i'm home .": "je suis chez moi ."}
-    files = export(model, tmp_path, preset="book")
-    g = [graphs("book")["encoder"], graphs("book")["decoder_step"]]
+    g = generation_graphs("transformer", "book")
+    files = export_graphs(model, g, tmp_path)
     for beam_size in (1, 4):
-        translations = model.translate(list(book), data.src_vocab, data.tgt_vocab, 9, beam_size, graphs=g)
-        for (en, fr), pred in zip(book.items(), translations):
-            assert bleu(pred, fr, k=2) == 1.0, f"{en} => {pred} (beam {beam_size})"
-        src, _, valid, _ = val
-        bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
-        assert model.generate(src, valid, bos, eos, 9, beam_size, graphs=g) == model.generate(
-            src, valid, bos, eos, 9, beam_size, runner=OnnxRunner(files, g))
+        assert_translates_exactly(model, data, g, book, beam_size=beam_size)
+        assert_onnx_search_equals_pytorch(model, data, g, files, beam_size=beam_size)

@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo_core import Trainer, check_parity, get_data, get_model, get_spec
-from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
-from zoo_core.export import export_graph, parity_dims, trace_dims
-from zoo_core.testing import require_data
+from zoo_core import get_data, get_model, get_spec
+from zoo_core.decoding import TorchRunner, beam_search, greedy
+from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_translation_equals_pytorch,
+                              assert_packed_loss_without_labels_is_zero, assert_parity_at_untraced_sizes,
+                              assert_predict_step_is_greedy, assert_same_loss_and_gradients,
+                              assert_training_step_takes_the_packed_path, assert_translates_exactly, export_graphs,
+                              generation_graphs, padded_labels, require_data, train_preset)
 from zoo_core.text import BOS, EOS
 from zoo_modern_rnn.gru_train import gru_layer, input_bias
 from zoo_modern_rnn.seq2seq import BiSeq2SeqEncoder, Seq2Seq, Seq2SeqEncoder, dropout
@@ -41,28 +44,14 @@ def graphs(preset: str = "tiny"):
 def trained():
     """The tiny model trained for 10 epochs on 2,048 synthetic pairs (a few seconds): a model whose outputs are far
     from uniform, so decoding has real choices to make. Returns (model, data)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model, data = tiny(), get_data("seq2seq", preset="tiny", num_train=2048, batch_size=64)
-        Trainer(max_epochs=10, gradient_clip_val=1, device="cpu", progress=False, log=lambda line: None).fit(
-            model, data)
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval(), data
+    model, data, _ = train_preset("seq2seq", "tiny", max_epochs=10, num_train=2048, batch_size=64)
+    return model, data
 
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     """The trained tiny model's encoder and decoder_step graphs on ONNX Runtime: {name: path}."""
-    model, _ = trained
-    folder = tmp_path_factory.mktemp("seq2seq-onnx")
-    files = {}
-    for name in ("encoder", "decoder_step"):
-        export_graph(model, graphs()[name], folder / f"{name}.onnx")
-        files[name] = folder / f"{name}.onnx"
-    return files
+    return export_graphs(trained[0], generation_graphs("seq2seq"), tmp_path_factory.mktemp("seq2seq-onnx"))
 
 
 # --- the book's model --------------------------------------------------------------------------------------------------
@@ -141,11 +130,8 @@ def test_books_predict_step_is_greedy_without_eos():
     """The book's predict_step (argmax fed back for num_steps steps) gives zoo_core.decoding's greedy tokens when
     greedy does not stop at <eos>: the graphs decode what the book's decoder does."""
     model = tiny().eval()
-    src, tgt, valid = model.graph_inputs("model", {"batch": 5, "src_seq": 9, "tgt_seq": 9})
-    bos = torch.full((5,), 2)
-    book = model.predict_step((src, bos[:, None], valid), num_steps=9)
-    runner = TorchRunner(model, list(graphs().values()))
-    assert greedy(runner, runner.start(src, valid), bos, max_len=9) == book.tolist()
+    src, _, valid = model.graph_inputs("model", {"batch": 5, "src_seq": 9, "tgt_seq": 9})
+    assert_predict_step_is_greedy(model, generation_graphs("seq2seq"), src, valid, bos=2, num_steps=9)
 
 
 def test_training_lowers_the_validation_loss(trained):
@@ -196,44 +182,22 @@ def test_packed_loss_is_the_forward_loss(preset):
     gradients (eval mode: no dropout, so both compute the same function)."""
     torch.manual_seed(0)
     model = get_model("seq2seq", preset=preset).eval()
-    V, pad = model.tgt_vocab_size, model.tgt_pad
+    pad = model.tgt_pad
     src, tgt_in, valid = model.graph_inputs("model", {"batch": 16, "src_seq": 9, "tgt_seq": 9})
     tgt_in[tgt_in == pad] = pad + 1
-    lens = torch.randint(1, 10, (16,))
-    tgt_out = torch.randint(0, V, (16, 9))
-    tgt_out[tgt_out == pad] = pad + 1
-    tgt_out[torch.arange(9)[None, :] >= lens[:, None]] = pad  # padded targets of various lengths
+    tgt_out = padded_labels(16, 9, model.tgt_vocab_size, pad)
     tgt_out[0, 2] = pad  # a <pad> label before the last one counts for nothing either
-    batch = (src, tgt_in, valid, tgt_out)
-
-    def loss_and_grads(loss_fn):
-        model.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
-
-    expected, expected_grads = loss_and_grads(lambda: model.loss(model(src, tgt_in, valid), tgt_out))
-    loss, grads = loss_and_grads(lambda: model.packed_loss(batch))
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_loss_and_gradients(model, lambda: model.packed_loss((src, tgt_in, valid, tgt_out)),
+                                   reference=lambda: model.loss(model(src, tgt_in, valid), tgt_out))
 
 
 def test_packed_loss_of_a_batch_without_labels():
-    model = tiny().train()
-    src, tgt_in, valid = model.example_inputs(3)
-    loss = model.packed_loss((src, tgt_in, valid, torch.full((3, 9), model.tgt_pad)))
-    loss.backward()
-    assert loss.item() == 0.0
+    assert_packed_loss_without_labels_is_zero(tiny().train())
 
 
 def test_training_step_takes_the_packed_path_on_the_cpu(monkeypatch):
-    model = tiny().train()
     batch = get_data("seq2seq", preset="tiny").example_batch()
-    calls = []
-    monkeypatch.setattr(model, "packed_loss", lambda b: calls.append(b) or torch.tensor(0.0))
-    model.training_step(batch)
-    assert len(calls) == 1
+    assert_training_step_takes_the_packed_path(tiny().train(), batch, monkeypatch)
     assert "loss" in tiny(bidirectional=True).training_step(batch)  # the bidirectional encoder: the forward pass
 
 
@@ -252,12 +216,7 @@ def test_dropout_keeps_with_probability_one_minus_p():
 def test_graph_parity_at_untraced_sizes(trained, exported, name):
     """Each graph on ONNX Runtime matches PyTorch at a batch size and source length export did not trace."""
     model, _ = trained
-    graph = graphs()[name]
-    dims = parity_dims(graph)
-    assert all(dims[d] != n for d, n in trace_dims(graph).items())
-    result = check_parity(model.graph_module(name), exported[name], model.graph_inputs(name, dims), atol=1e-5,
-                          rtol=1e-4, dims=dims, input_names=[t.name for t in graph.inputs])
-    assert result.passed, str(result)
+    assert_parity_at_untraced_sizes(model, graphs()[name], exported[name], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("beam_size", [1, 4])
@@ -265,26 +224,18 @@ def test_decoding_on_onnx_runtime_equals_pytorch(trained, exported, beam_size):
     """Greedy and beam search (4) give the same tokens from the exported graphs as from PyTorch, for every
     validation sentence of the trained tiny model; and they translate (the synthetic language is word for word)."""
     model, data = trained
-    src, _, valid, tgt_out = data.splits()["val"]
-    bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
-    g = list(graphs().values())
-    torch_out = model.generate(src, valid, bos, eos, max_len=9, beam_size=beam_size, graphs=g)
-    onnx_out = model.generate(src, valid, bos, eos, max_len=9, beam_size=beam_size, runner=OnnxRunner(exported, g))
-    assert torch_out == onnx_out
-    pad = data.tgt_vocab["<pad>"]
-    exact = sum(out == [t for t in row if t not in (pad, eos)] for out, row in zip(torch_out, tgt_out.tolist()))
-    assert exact >= len(src) // 2, f"only {exact} of {len(src)} validation sentences translated exactly"
+    exact, sentences = assert_onnx_search_equals_pytorch(model, data, generation_graphs("seq2seq"), exported,
+                                                         beam_size=beam_size)
+    assert exact >= sentences // 2, f"only {exact} of {sentences} validation sentences translated exactly"
 
 
 def test_translate_raw_sentences(trained, exported):
     """`translate` takes raw sentences (the book's preprocessing) and gives the same words on both runtimes;
     beam search of width 1 is greedy."""
     model, data = trained
-    g = list(graphs().values())
     sentences = ["I see the dog.", "We run home!", "She is not here?"]
-    out = model.translate(sentences, data.src_vocab, data.tgt_vocab, 9, graphs=g)
-    assert out == model.translate(sentences, data.src_vocab, data.tgt_vocab, 9, runner=OnnxRunner(exported, g))
-    runner = TorchRunner(model, g)
+    out = assert_onnx_translation_equals_pytorch(model, data, generation_graphs("seq2seq"), exported, sentences)
+    runner = TorchRunner(model, generation_graphs("seq2seq"))
     src, valid = data.encode_source(sentences, data.src_vocab, 9)
     bos, eos = torch.full((3,), data.tgt_vocab[BOS]), data.tgt_vocab[EOS]
     ids = greedy(runner, runner.start(src, valid), bos, 9, eos=eos)
@@ -320,13 +271,9 @@ def test_bidirectional_encoder_trains_and_exports(tmp_path):
     # each layer's state: the forward direction's last step, then the backward direction's first
     assert torch.equal(state[-1, :, :16], enc_outputs[-1, :, :16]) and torch.equal(state[-1, :, 16:],
                                                                                     enc_outputs[0, :, 16:])
-    for name in ("encoder", "decoder_step"):
-        graph = graphs()[name]
-        export_graph(model, graph, tmp_path / graph.file)
-        dims = parity_dims(graph)
-        result = check_parity(model.graph_module(name), tmp_path / graph.file, model.graph_inputs(name, dims),
-                              dims=dims, input_names=[t.name for t in graph.inputs])
-        assert result.passed, str(result)
+    files = export_graphs(model, generation_graphs("seq2seq"), tmp_path)
+    for graph in generation_graphs("seq2seq"):
+        assert_parity_at_untraced_sizes(model, graph, files[graph.name])
 
 
 def test_bidirectional_needs_an_even_width():
@@ -365,26 +312,11 @@ def test_book_figures(tmp_path):
     "he's calm ." is not asserted: no training pair holds "he's calm", and its translation is a matter of the seed
     on both sides ("il est mouillé ." 0.658, "je suis calme ." 0.537, "soyez calme !" 0 ...; the reference's seed 0
     gives "il est <unk> ." 0.658, the zoo's "soyez calme !"): benchmarks/seq2seq.py records it per seed."""
-    from zoo_core.seq_metrics import bleu
-
     require_data("fra-eng")
-    torch.manual_seed(0)
-    data, model = get_data("seq2seq", preset="book"), get_model("seq2seq", preset="book")
-    result = Trainer(max_epochs=30, gradient_clip_val=1, device="cpu", seed=0, progress=False,
-                     log=lambda line: None).fit(model, data)
+    model, data, result = train_preset("seq2seq", "book")
     assert result.metrics["val_loss"] <= REFERENCE_VAL_LOSS * 1.02
-    model.eval()
-    g = list(graphs("book").values())
-    translations = model.translate(list(BOOK_SENTENCES), data.src_vocab, data.tgt_vocab, 9, graphs=g)
-    for (en, (fr, _)), pred in zip(BOOK_SENTENCES.items(), translations):
-        if en != "he's calm .":
-            assert bleu(pred, fr, k=2) == 1.0, f"{en} => {pred}"
-    files = {}
-    for name in ("encoder", "decoder_step"):
-        export_graph(model, graphs("book")[name], tmp_path / f"{name}.onnx")
-        files[name] = tmp_path / f"{name}.onnx"
-    src, _, valid, _ = data.splits()["val"]
-    bos, eos = data.tgt_vocab[BOS], data.tgt_vocab[EOS]
+    g = generation_graphs("seq2seq", "book")
+    assert_translates_exactly(model, data, g, {en: fr for en, (fr, _) in BOOK_SENTENCES.items() if en != "he's calm ."})
+    files = export_graphs(model, g, tmp_path)
     for beam_size in (1, 4):
-        assert model.generate(src, valid, bos, eos, 9, beam_size, graphs=g) == model.generate(
-            src, valid, bos, eos, 9, beam_size, runner=OnnxRunner(files, g))
+        assert_onnx_search_equals_pytorch(model, data, g, files, beam_size=beam_size)
