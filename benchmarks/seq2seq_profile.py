@@ -22,21 +22,26 @@ import json
 import os
 import statistics
 import subprocess
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from _common import write_result
+from _cpu_profile import timed_steps
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 TOOL = ROOT.parent / "shared" / "tools" / "d2l_reference.py"
 PHASES = ("batch", "forward", "backward", "clip", "optimizer")
 
 # Runs in the d2l venv: the tool's own setup (its Seq2SeqDecoder, masked-loss Seq2Seq, MTFraEng), then the body of
-# d2l's Trainer.fit_epoch with a clock around each phase.
+# d2l's Trainer.fit_epoch, timed by the same clocks as the zoo's step (_cpu_profile.timed_steps, from this folder,
+# appended to sys.path so that nothing the tool imports is shadowed).
 REFERENCE = r"""
-import json, sys, time, torch
+import json, sys, torch
+sys.path.append(sys.argv[6])
+from _cpu_profile import timed_steps
 torch.set_num_threads(int(sys.argv[1]))
 epochs, tool = int(sys.argv[2]), sys.argv[3]
 sys.argv = ["d2l_reference.py", "seq2seq", "--data", sys.argv[4], "--seed", sys.argv[5]]
@@ -46,33 +51,29 @@ trainer = d2l.Trainer(max_epochs=1, num_gpus=0, gradient_clip_val=1)
 trainer.prepare_data(data); trainer.prepare_model(model)
 trainer.optim = model.configure_optimizers()
 trainer.epoch = trainer.train_batch_idx = trainer.val_batch_idx = 0
-clock, steps = time.process_time, []
+def step(batch, mark):
+    loss = model.training_step(trainer.prepare_batch(batch))
+    trainer.optim.zero_grad()
+    mark()
+    with torch.no_grad():
+        loss.backward()
+        mark()
+        trainer.clip_gradients(trainer.gradient_clip_val, model)
+        mark(); trainer.optim.step(); mark()
+    trainer.train_batch_idx += 1
+    return int((batch[-1] != model.tgt_pad).sum())
+steps = []
 model.train()
 for epoch in range(epochs):
-    it = iter(trainer.train_dataloader)
-    while True:
-        t0 = clock()
-        try:
-            batch = next(it)
-        except StopIteration:
-            break
-        t1 = clock(); loss = model.training_step(trainer.prepare_batch(batch))
-        trainer.optim.zero_grad()
-        t2 = clock()
-        with torch.no_grad():
-            loss.backward()
-            t3 = clock()
-            trainer.clip_gradients(trainer.gradient_clip_val, model)
-            t4 = clock(); trainer.optim.step(); t5 = clock()
-        trainer.train_batch_idx += 1
-        steps.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, int((batch[-1] != model.tgt_pad).sum())])
+    steps += timed_steps(iter(trainer.train_dataloader), step)
 print(json.dumps(steps))
 """
 
 
 def reference_steps(python: str, threads: int, epochs: int, seed: int) -> list[list[float]]:
     proc = subprocess.run([python, "-c", REFERENCE, str(threads), str(epochs), str(TOOL),
-                           os.environ.get("ZOO_DATA", ""), str(seed)], capture_output=True, text=True, timeout=3600)
+                           os.environ.get("ZOO_DATA", ""), str(seed), str(HERE)],
+                          capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"the reference failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -87,22 +88,18 @@ def zoo_steps(data, epochs: int, seed: int) -> list[list[float]]:
     optimizer = model.configure_optimizers()
     params = [p for p in model.parameters() if p.requires_grad]
     loader = data.train_dataloader().replace(seed=seed)
-    clock, steps = time.process_time, []
+
+    def step(batch, mark: Callable[[], None]) -> int:
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.training_step(batch)["loss"]
+        mark(); loss.backward(); mark()
+        torch.nn.utils.clip_grad_norm_(params, 1)
+        mark(); optimizer.step(); mark()
+        return int(model.batch_weight(batch))
+
+    steps = []
     for epoch in range(epochs):
-        it = loader.iterate(epoch)
-        while True:
-            t0 = clock()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            t1 = clock()
-            optimizer.zero_grad(set_to_none=True)
-            loss = model.training_step(batch)["loss"]
-            t2 = clock(); loss.backward(); t3 = clock()
-            torch.nn.utils.clip_grad_norm_(params, 1)
-            t4 = clock(); optimizer.step(); t5 = clock()
-            steps.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, int(model.batch_weight(batch))])
+        steps += timed_steps(loader.iterate(epoch), step)
     return steps
 
 

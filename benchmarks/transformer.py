@@ -26,13 +26,15 @@ i, the zoo first. Compared:
   ``decoder_step`` against re-running an uncached decoder (`zoo_attention.transformer.prefix_graph`) over the whole
   prefix at each step (both after the same ``encoder`` session); the same tokens, and the time ratio (median of
   repeated runs). Sentences of the book are short (at most 9 steps), so the gain is small.
+
+The driver (these options, the alternating runs, the medians and the speed ratio, the result file) is
+benchmarks/_translation.py's, shared with seq2seq.py and bahdanau.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import subprocess
@@ -44,21 +46,16 @@ import numpy as np
 import torch
 
 from _common import write_result
+from _cpu_profile import epoch_profile
+from _translation import (RUNTIMES, SENTENCES, alternate, arguments, bleu_at_least, book_sentences, median, scored,
+                          summary, train_and_export, training_figures, validation_decoding)
 import zoo_core
 from zoo_attention.transformer import prefix_graph
-from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
 from zoo_core.export import export_graph
 from zoo_core.parity import _session
-from zoo_core.predict import predict
-from zoo_core.seq_metrics import corpus_bleu
-from zoo_core.text import BOS, EOS, PAD
-from zoo_core.workflows import export, finished_run, load_run_model, run_graphs, train
+from zoo_core.text import BOS, EOS
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_REFERENCE = ROOT.parent / "shared" / "tools" / "d2l-reference"
-SENTENCES = {"go .": "va !", "i lost .": "j'ai perdu .", "he's calm .": "il est calme .",
-             "i'm home .": "je suis chez moi ."}  # the book's four (d2l §10.7.6)
-TARGET_RATIO = 3.0
+HERE = Path(__file__).resolve().parent
 NAME = "transformer"
 CPU_EPOCHS = 5  # --profile: epochs timed in CPU time (time.process_time) per side, after one warm-up epoch
 
@@ -121,8 +118,6 @@ def kv_cache_speed(model, data, files: dict, folder: Path, repeats: int) -> dict
 REFERENCE_PROFILE = r"""
 import json, math, os, sys, torch
 from torch import nn
-from torch.profiler import profile
-from torch.utils.flop_counter import FlopCounterMode
 from d2l import torch as d2l
 src = open(sys.argv[1]).read()  # the reference tool: its Transformer decoder and masked-loss Seq2Seq, as it trains them
 exec(src[src.index("class TransformerDecoderBlock"):src.index("class PatchEmbedding")])
@@ -141,35 +136,17 @@ def epoch():
     for b in batches:
         l = model.loss(model(*b[:-1]), b[-1]); opt.zero_grad(); l.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1); opt.step()
-import time
-model.train(); epoch()
-cpu = time.process_time()
-for _ in range(CPU_EPOCHS):
-    epoch()
-cpu_ms = (time.process_time() - cpu) / CPU_EPOCHS / len(batches) * 1e3
-with FlopCounterMode(display=False) as fc:
-    epoch()
-with profile() as p:
-    epoch()
-ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
-total = sum(e.self_cpu_time_total for e in ops)
-print(json.dumps({"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": len(batches),
-                  "cpu_ms_per_step": round(cpu_ms, 1),
-                  "self_cpu_ms_per_step": round(total / 1e3 / len(batches), 1),
-                  "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / len(batches), 1)
-                                                   for e in ops[:10]}}))
+sys.path.append(sys.argv[3])  # appended: nothing the d2l library imports is shadowed
+from _cpu_profile import epoch_profile
+model.train()
+print(json.dumps(epoch_profile(epoch, len(batches), CPU_EPOCHS)))
 """
 
 
 def profile_sides(reference: str, data, threads: int) -> dict:
-    """Training steps of each side at `threads` threads: CPU time per step over `CPU_EPOCHS` epochs (process time,
-    which a busy machine's time-slicing does not inflate as it does wall time), FLOPs of one epoch
-    (FlopCounterMode), and the operators taking the most self CPU time in one epoch (torch.profiler), per step. The
-    zoo: its packed training loss and its forward pass (the book's computation) on the same batches; the reference:
-    its own classes in its own environment."""
-    from torch.profiler import profile
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Training steps of each side at `threads` threads (`_cpu_profile.epoch_profile`, over `CPU_EPOCHS` epochs).
+    The zoo: its packed training loss and its forward pass (the book's computation) on the same batches; the
+    reference: its own classes in its own environment."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = zoo_core.get_model(NAME, preset="book").train()
@@ -179,33 +156,18 @@ def profile_sides(reference: str, data, threads: int) -> dict:
     result = {}
     for name, loss_fn in (("zoo_packed_loss", model.packed_loss),
                           ("zoo_forward_pass", lambda b: model.loss(model(*b[:3]), b[3]))):
-        def epoch():
+        def epoch() -> None:
             for b in batches:
                 opt.zero_grad()
                 loss_fn(b).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1)
                 opt.step()
-        epoch()
-        cpu = time.process_time()
-        for _ in range(CPU_EPOCHS):
-            epoch()
-        cpu_ms = (time.process_time() - cpu) / CPU_EPOCHS / len(batches) * 1e3
-        with FlopCounterMode(display=False) as fc:
-            epoch()
-        with profile() as p:
-            epoch()
-        ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
-        total = sum(e.self_cpu_time_total for e in ops)
-        result[name] = {"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": len(batches),
-                        "cpu_ms_per_step": round(cpu_ms, 1),
-                        "self_cpu_ms_per_step": round(total / 1e3 / len(batches), 1),
-                        "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / len(batches), 1)
-                                                         for e in ops[:10]}}
+        result[name] = epoch_profile(epoch, len(batches), CPU_EPOCHS)
     if reference:
         tool = Path(reference).resolve().parent / "d2l_reference.py"
         venv = Path(os.environ.get("D2L_VENV", "/tmp/d2l-ref-venv")) / "bin" / "python"
         script = REFERENCE_PROFILE.replace("CPU_EPOCHS", str(CPU_EPOCHS))
-        proc = subprocess.run([str(venv), "-c", script, str(tool), os.environ.get("ZOO_DATA", "")],
+        proc = subprocess.run([str(venv), "-c", script, str(tool), os.environ.get("ZOO_DATA", ""), str(HERE)],
                               capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         if proc.returncode != 0:
@@ -215,121 +177,45 @@ def profile_sides(reference: str, data, threads: int) -> dict:
 
 
 def zoo_run(data, seed: int, epochs: int, threads: int, out: Path, kv_repeats: int) -> dict:
-    quiet = lambda line: None  # noqa: E731
-    run_dir = train(NAME, epochs=epochs, seed=seed, threads=threads, out=out, log=quiet)
-    spec, run_dir, manifest = finished_run(NAME, str(run_dir), out)
-    export(NAME, run=str(run_dir), out=out, log=quiet)
-    spec, run_dir, manifest = finished_run(NAME, str(run_dir), out)
-    onnx = manifest["onnx"]["graphs"]
-    parity = {name: g["parity"]["CPUExecutionProvider"]["passed"] for name, g in onnx.items()}
-    model = load_run_model(spec, run_dir, manifest)
-    refs4 = list(SENTENCES.values())
-    # the book's four sentences through zoo predict: greedy on both runtimes, beam 4 on both
-    answers = {(rt, beam): predict(NAME, list(SENTENCES), run=str(run_dir), out=out, runtime=rt, beam=beam,
-                                   references=refs4, note=quiet).results
-               for rt in ("torch", "onnx") for beam in (1, 4)}
-    sentences = {f"{'greedy' if beam == 1 else 'beam4'}_{rt}": [[r["input"], r["translation"], round(r["bleu"], 3)]
-                                                               for r in answers[(rt, beam)]]
-                 for rt, beam in answers}
-    # every validation sentence, greedy and beam 4, PyTorch against ONNX Runtime
-    graphs = run_graphs(spec, manifest, model)
-    files = {n: run_dir / g["file"] for n, g in onnx.items()}
-    runners = TorchRunner(model, graphs), OnnxRunner(files, graphs)
-    src, _, valid, tgt_out = data.splits()["val"]
-    tgt_vocab = data.tgt_vocab
-    bos, eos, pad = tgt_vocab[BOS], tgt_vocab[EOS], tgt_vocab[PAD]
-    first = torch.full((len(src),), bos)
-    refs = [" ".join(tgt_vocab.to_tokens([t for t in row if t not in (eos, pad)])) for row in tgt_out.tolist()]
-    identical, bleus = {}, {}
-    for beam in (1, 4):
-        found = [greedy(r, r.start(src, valid), first, data.num_steps, eos) if beam == 1 else
-                 beam_search(r, r.start(src, valid), first, data.num_steps, beam, eos) for r in runners]
-        identical[f"beam{beam}"] = f"{sum(a == b for a, b in zip(*found))}/{len(src)}"
-        bleus[f"val_corpus_bleu_beam{beam}"] = round(corpus_bleu(
-            [" ".join(tgt_vocab.to_tokens(ids)) for ids in found[1]], refs), 2)
+    """One zoo run: its speed, both validation losses, the book's sentences greedily and with beam 4 on both
+    runtimes, the validation corpus BLEU of ONNX Runtime's translations, the ONNX checks and the KV cache's gain."""
+    run = train_and_export(NAME, seed, epochs, threads, out)
+    answers = {(rt, beam): book_sentences(NAME, run, out, rt, beam) for rt in RUNTIMES for beam in (1, 4)}
+    sentences = {f"{'greedy' if beam == 1 else 'beam4'}_{rt}": scored(answers[(rt, beam)]) for rt, beam in answers}
+    identical, bleus = validation_decoding(data, run, "onnx")
     with tempfile.TemporaryDirectory() as tmp:
-        kv = kv_cache_speed(model, data, files, Path(tmp), kv_repeats)
-    record = manifest["train"]
-    return {"train_tgt_tokens_per_s": record["tokens_per_s"], "train_seconds": record["seconds"],
-            "train_tgt_tokens": record["tokens"], "threads": torch.get_num_threads(),
-            "val_loss_causal": round(val_masked_ce(model, data), 4),
-            "val_loss_leaky_books_way": round(val_masked_ce(model, data, leaky=True), 4),
+        kv = kv_cache_speed(run.model, data, run.files, Path(tmp), kv_repeats)
+    return {**training_figures(run),
+            "val_loss_causal": round(val_masked_ce(run.model, data), 4),
+            "val_loss_leaky_books_way": round(val_masked_ce(run.model, data, leaky=True), 4),
             "sentences": sentences, **bleus,
             "predict_onnx_equals_torch": {f"beam{b}": answers[("onnx", b)] == answers[("torch", b)] for b in (1, 4)},
-            "onnx_identical_to_torch": identical, "onnx_parity_passed": parity, "kv_cache_onnx": kv,
-            "run": run_dir.name}
+            "onnx_identical_to_torch": identical, "onnx_parity_passed": run.parity, "kv_cache_onnx": kv,
+            "run": run.dir.name}
 
 
-def reference_run(command: str, seed: int, epochs: int, threads: str) -> dict:
-    env = {**os.environ, "ZOO_DATA": os.environ.get("ZOO_DATA", "")}
-    env.pop("OMP_NUM_THREADS", None)
-    if threads != "default":
-        env["OMP_NUM_THREADS"] = threads
-    args = [command, NAME, "--epochs", str(epochs), "--seed", str(seed)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=7200, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"the reference failed: {proc.stderr[-2000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["command"] = ("" if threads == "default" else f"OMP_NUM_THREADS={threads} ") + " ".join(args)
-    return out
+def options(parser: argparse.ArgumentParser) -> None:
+    """The transformer's own options: the KV cache's timing, and the profile."""
+    parser.add_argument("--kv-repeats", type=int, default=30, help="timed runs of each decoder for the cache ratio")
+    parser.add_argument("--profile", action="store_true", help="also profile one epoch of each side")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of both sides")
-    parser.add_argument("--reference-threads", default="same", help="'same' (as --threads) or 'default' (torch's)")
-    parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
-    parser.add_argument("--kv-repeats", type=int, default=30, help="timed runs of each decoder for the cache ratio")
-    parser.add_argument("--profile", action="store_true", help="also profile one epoch of each side")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transformer_cpu.json"))
-    args = parser.parse_args()
-    logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # "forgot to detokenize?": the book's tokens, on purpose
-    ref_threads = str(args.threads) if args.reference_threads == "same" else args.reference_threads
-    load_before = os.getloadavg()
-    data = zoo_core.get_data(NAME, preset="book")
-    data.splits()
-    use_reference = bool(args.reference) and Path(args.reference).exists()
-    zoo, ref = [], []
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.repeat):
-            zoo.append(zoo_run(data, i, args.epochs, args.threads, Path(tmp), args.kv_repeats))
-            print(f"zoo run {i + 1}: {json.dumps(zoo[-1])}", flush=True)
-            if use_reference:
-                ref.append(reference_run(args.reference, i, args.epochs, ref_threads))
-                print(f"reference run {i + 1}: {json.dumps(ref[-1])}", flush=True)
-
-    profiled = profile_sides(args.reference if use_reference else "", data, args.threads) if args.profile else None
-
-    def median(runs: list[dict], key: str) -> float:
-        return statistics.median(r[key] for r in runs)
-
-    result = {
-        "benchmark": f"transformer, book preset, {args.epochs} epochs on CPU, the zoo and the d2l reference "
-                     f"alternating",
-        "epochs": args.epochs, "seeds": list(range(args.repeat)),
-        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "zoo": {"train_tgt_tokens_per_s_median": round(median(zoo, "train_tgt_tokens_per_s"), 1),
-                "val_loss_causal_median": round(median(zoo, "val_loss_causal"), 4),
-                "val_loss_leaky_books_way_median": round(median(zoo, "val_loss_leaky_books_way"), 4),
-                "kv_cache_speedup_median": statistics.median(z["kv_cache_onnx"]["speedup"] for z in zoo),
-                "threads": args.threads, "runs": zoo},
-    }
-    if ref:
-        result["reference"] = {"train_tgt_tokens_per_s_median": round(median(ref, "train_tgt_tokens_per_s"), 1),
-                               "val_loss_leaky_median": round(median(ref, "val_loss"), 4), "threads": ref_threads,
-                               "runs": ref}
-        ratio = result["zoo"]["train_tgt_tokens_per_s_median"] / result["reference"]["train_tgt_tokens_per_s_median"]
-        bleu_at_least = {kind: [all(z[2] >= r[2] - 1e-3 for z, r in zip(zr["sentences"][kind], rr["sentences"]))
-                                for zr, rr in zip(zoo, ref)]
-                         for kind in ("greedy_torch", "beam4_onnx")}
-        result.update(speed_ratio=round(ratio, 2), target_ratio=TARGET_RATIO, meets_speed_target=ratio >= TARGET_RATIO,
-                      bleu_at_least_reference_on_each_sentence_per_seed=bleu_at_least)
-    else:
-        result["reference"] = f"not run: no d2l-reference command at {args.reference!r}"
+    args = arguments(__doc__, NAME, options)
+    runs = alternate(NAME, args, lambda data, seed, out: zoo_run(data, seed, args.epochs, args.threads, out,
+                                                                 args.kv_repeats))
+    profiled = (profile_sides(args.reference if runs.used_reference else "", runs.data, args.threads)
+                if args.profile else None)
+    zoo = runs.zoo
+    result = summary(NAME, runs, {
+        "val_loss_causal_median": round(median(zoo, "val_loss_causal"), 4),
+        "val_loss_leaky_books_way_median": round(median(zoo, "val_loss_leaky_books_way"), 4),
+        "kv_cache_speedup_median": statistics.median(z["kv_cache_onnx"]["speedup"] for z in zoo)},
+        lambda ref: {"val_loss_leaky_median": round(median(ref, "val_loss"), 4)})
+    if runs.ref:
+        result["bleu_at_least_reference_on_each_sentence_per_seed"] = {
+            kind: [bleu_at_least(z["sentences"][kind], r["sentences"]) for z, r in zip(zoo, runs.ref)]
+            for kind in ("greedy_torch", "beam4_onnx")}
     if profiled:
         result["profile"] = profiled
         if "reference" in profiled:
