@@ -378,7 +378,7 @@ def test_the_answering_run_is_named_on_stderr_and_a_tiny_one_flagged(runs, cli):
     result = cli("predict", "test-mt", SENTENCES[0], "--run", runs["test-mt"])
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 1
     assert result.stderr_lines == [f"zoo: using test-mt run {runs['test-mt']} (preset tiny, a size for tests: expect "
-                                   "noise; `zoo train NAME` trains the book's preset)"]
+                                   "noise; `zoo train test-mt` trains the book's preset)"]
     assert as_json(cli("predict", "test-mt", SENTENCES[0], "--run", runs["test-mt"], "--json"))["preset"] == "tiny"
     book = Predictions("transformer", Path("artifacts/transformer/x"), "translation", "onnx", [], 4, "book")
     assert book.source() == "using transformer run artifacts/transformer/x"

@@ -74,7 +74,7 @@ class Predictions:
         answers are noise (a size for contract tests, not for learning)."""
         line = f"using {self.model} run {self.run_dir}"
         if self.preset == "tiny":
-            line += " (preset tiny, a size for tests: expect noise; `zoo train NAME` trains the book's preset)"
+            line += f" (preset tiny, a size for tests: expect noise; `zoo train {self.model}` trains the book's preset)"
         return line
 
     def lines(self) -> list[str]:
