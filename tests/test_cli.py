@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 
 import pytest
@@ -44,6 +45,9 @@ def test_train_writes_a_complete_run(run_dir):
     train = manifest["train"]
     assert train["epochs"] == 2 and train["world_size"] == 1 and train["device"] == "cpu"
     assert train["examples"] == 2 * 256 and train["examples_per_s"] > 0 and train["seconds"] > 0
+    assert isinstance(train["denormals_flushed"], bool)
+    if platform.machine().lower() in ("x86_64", "amd64"):  # every x86-64 CPU can flush subnormals (FTZ/DAZ)
+        assert train["denormals_flushed"]
     assert manifest["versions"]["torch"] == torch.__version__ and manifest["versions"]["zoo-core"]
     assert manifest["command"].startswith("zoo train softmax --preset tiny")
     assert {"model.safetensors", "metrics.jsonl", "curves.png", "checkpoint/model.safetensors",

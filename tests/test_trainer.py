@@ -247,6 +247,51 @@ def test_cpu_training_keeps_freed_memory(monkeypatch):
     assert calls == ["kept"]
 
 
+SUBNORMALS = """
+import torch
+from zoo_core.devices import denormals_flushed, flush_denormals
+
+torch.set_num_threads(2)
+x = torch.full((1_000_000,), 1e-39)  # subnormal; 2 threads each take half of a product
+(x * 1.0).sum()  # the OpenMP workers start here, before the mode changes
+def flushed():
+    return round(((x * 1.0) == 0).float().mean().item(), 3)
+before = denormals_flushed(), flushed()
+with flush_denormals() as on:
+    inside = denormals_flushed(), flushed()
+print(on, before, inside, (denormals_flushed(), flushed()))
+"""
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush subnormals")
+def test_flush_denormals_reaches_every_thread_and_restores_the_mode() -> None:
+    """Inside `flush_denormals` a product of subnormals is 0 on the OpenMP workers too (``torch.set_flush_denormal``
+    alone sets the calling thread: half of the elements would stay), and after it every thread computes them again.
+    In a fresh process: the threads and the mode are process state."""
+    out = subprocess.run([sys.executable, "-c", SUBNORMALS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "True (False, 0.0) (True, 1.0) (False, 0.0)"
+
+
+def test_cpu_training_flushes_denormals_and_restores_the_mode():
+    """`Trainer.fit` trains on the CPU with subnormals flushed (`flush_denormals`), says so in its result, and leaves
+    the mode as it found it."""
+    from zoo_core.devices import denormals_flushed
+
+    seen = []
+
+    class Probe(DropoutNet):
+        def training_step(self, batch):
+            seen.append(denormals_flushed())
+            return super().training_step(batch)
+
+    data = FashionMNIST(batch_size=32, synthetic=True, num_train=64, num_val=32)
+    can_flush = torch.set_flush_denormal(False)
+    result = quiet(max_epochs=1).fit(Probe(), data)
+    assert seen == [can_flush] * 2 and result.denormals_flushed is can_flush
+    assert not denormals_flushed()
+
+
 def test_compile_trains_the_same_model_with_the_same_weight_names():
     """``compile`` goes through torch.compile (the eager backend here: the wiring, not inductor's speed)."""
     data = FashionMNIST(batch_size=32, synthetic=True, num_train=128, num_val=64)

@@ -5,7 +5,8 @@ optimiser step, fold the step's metrics into on-device sums. Nothing in a step c
 non-finite-loss check are read once per logging interval and at epoch ends.
 
 Around the loop: device and precision resolution, DDP under torchrun (gloo on CPU, nccl on CUDA; only rank 0
-writes), on the CPU a malloc that keeps freed memory (`zoo_core.devices.keep_freed_memory`), a checkpoint each epoch
+writes), on the CPU a malloc that keeps freed memory (`zoo_core.devices.keep_freed_memory`) and subnormal floats
+flushed to zero (`zoo_core.devices.flush_denormals`), a checkpoint each epoch
 and on Ctrl-C, bit-for-bit resume (data order, RNG and metric sums are restored, mid-epoch too), progress (tqdm on a
 terminal, plain lines otherwise), ``metrics.jsonl`` and ``curves.png``.
 """
@@ -33,7 +34,9 @@ from torch import Tensor, nn
 from zoo_core import distributed
 from zoo_core.artifacts import atomic_path, check_hashes, file_records, no_space_error, replace_dir, write_json
 from zoo_core.data.module import DataModule, TensorLoader
-from zoo_core.devices import channels_last, keep_freed_memory, resolve_device, resolve_precision, tf32
+from zoo_core.devices import (
+    channels_last, flush_denormals, keep_freed_memory, resolve_device, resolve_precision, tf32,
+)
 from zoo_core.distributed import DistEnv
 from zoo_core.errors import (
     IntegrityError, NonFiniteLossError, NoSpaceError, TrainingInterrupted, WorkerLostError, ZooError,
@@ -64,6 +67,7 @@ class FitResult:
     units: float = 0.0                  # training units seen (all ranks): tokens for sequence models
     best_epoch: int | None = None       # with early stopping: the epoch whose weights the model holds
     stopped_early: bool = False       # ended before max_epochs for lack of improvement
+    denormals_flushed: bool = False   # CPU training flushed subnormal floats to zero (`devices.flush_denormals`)
 
     @property
     def examples_per_s(self) -> float:
@@ -161,8 +165,12 @@ class Trainer:
         joined = distributed.init_process_group(env, device)
         error: BaseException | None = None
         try:
-            with tf32(device.type == "cuda"), distributed.sigterm_raises(env):  # TF32: training on CUDA only
-                return self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
+            # TF32: training on CUDA only; subnormals: flushed on the CPU, where they cost the most (see the function)
+            with tf32(device.type == "cuda"), distributed.sigterm_raises(env), \
+                    (flush_denormals() if device.type == "cpu" else contextlib.nullcontext(False)) as flushed:
+                result = self._fit(model, data, env, device, precision, Path(ckpt_path) if ckpt_path else None)
+                result.denormals_flushed = flushed
+                return result
         except distributed.Terminated as e:  # outside the epoch loop, which says where it stopped
             error = WorkerLostError(f"training stopped: {e}")
             raise error from e

@@ -225,6 +225,7 @@ def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None,
                   if result.unit != "examples" else {}),
                "device": result.device, "precision": result.precision, "world_size": result.world_size,
                "params_in_sync": result.params_in_sync, "threads": torch.get_num_threads(), "compiled": compile,
+               "denormals_flushed": result.denormals_flushed,
                **({"torchrun_restarts": env.restart_count} if env.job_id is not None else {}),
                **({"best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
                   if result.best_epoch is not None else {}),
