@@ -51,6 +51,7 @@ from _translation import (RUNTIMES, SENTENCES, alternate, arguments, bleu_at_lea
                           summary, train_and_export, training_figures, validation_decoding)
 import zoo_core
 from zoo_attention.transformer import prefix_graph
+from zoo_core.devices import flush_denormals, keep_freed_memory
 from zoo_core.export import export_graph
 from zoo_core.parity import _session
 from zoo_core.text import BOS, EOS
@@ -145,8 +146,9 @@ print(json.dumps(epoch_profile(epoch, len(batches), CPU_EPOCHS)))
 
 def profile_sides(reference: str, data, threads: int) -> dict:
     """Training steps of each side at `threads` threads (`_cpu_profile.epoch_profile`, over `CPU_EPOCHS` epochs).
-    The zoo: its packed training loss and its forward pass (the book's computation) on the same batches; the
-    reference: its own classes in its own environment."""
+    The zoo: its packed training loss and its forward pass (the book's computation) on the same batches, with the
+    Trainer's CPU settings (freed memory kept, subnormals flushed); the reference: its own classes in its own
+    environment."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = zoo_core.get_model(NAME, preset="book").train()
@@ -162,7 +164,9 @@ def profile_sides(reference: str, data, threads: int) -> dict:
                 loss_fn(b).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1)
                 opt.step()
-        result[name] = epoch_profile(epoch, len(batches), CPU_EPOCHS)
+        keep_freed_memory()
+        with flush_denormals():
+            result[name] = epoch_profile(epoch, len(batches), CPU_EPOCHS)
     if reference:
         tool = Path(reference).resolve().parent / "d2l_reference.py"
         venv = Path(os.environ.get("D2L_VENV", "/tmp/d2l-ref-venv")) / "bin" / "python"

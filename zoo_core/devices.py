@@ -143,10 +143,11 @@ def flush_denormals() -> Iterator[bool]:
 
     Why: a CPU computes with subnormal operands tens of times slower than with normal ones, and training makes them:
     the softmax's backward gives the book Transformer's attention gradients values under 1e-38 (1-2% of the gradient
-    entering the self-attention's projections), so its matrix products ran at 23-60 instead of ~100 GFLOP/s here.
-    Flushing them took the book preset's training step from 207 to 120 ms (CPU time, one thread, freed memory kept;
-    `benchmarks/transformer.py`). A subnormal is 2^-126 of the smallest normal number's scale: as zero it changes no
-    training figure beyond the noise of rounding. TensorFlow flushes them by default on the CPU for the same reason.
+    entering the self-attention's projections, 0.13% of all the operands of a step's matrix products), and the
+    products that read them ran at 23-60 instead of ~100 GFLOP/s here. Flushing them took the book preset's training
+    step from 143.5 to 108.7 ms (CPU time, one thread, medians of 3 fresh processes each; `benchmarks/denormals.py`).
+    The GRU translation models have none, and run as fast either way. A subnormal is below 2^-126: as zero it changes
+    no training figure beyond the noise of rounding. TensorFlow flushes them by default on the CPU for the same reason.
     `Trainer.fit` runs CPU training inside this block; the manifest's ``train.denormals_flushed`` records it.
 
     ``torch.set_flush_denormal`` sets the calling thread only, and OpenMP's worker threads keep the mode they started
