@@ -116,7 +116,7 @@ def _restart_openmp_threads() -> bool:
     calling thread's floating-point control register. Returns whether a runtime (libgomp, libomp or libiomp5) did."""
     try:
         pause = ctypes.CDLL(None).omp_pause_resource_all  # the runtime, if loaded into the global namespace
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no global namespace to open
         pause = None
         try:
             with open("/proc/self/maps") as maps:  # else the one torch loaded privately (torch/lib/libgomp.so.1)
