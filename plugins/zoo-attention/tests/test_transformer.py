@@ -354,6 +354,10 @@ def test_training_dropout_keeps_with_probability_one_minus_p():
     assert abs(kept.float().mean().item() - 0.8) < 0.005
     assert torch.allclose(Y[kept], torch.tensor(1.25))
     assert _dropout(X, 0.0) is X
+    odd = _dropout(torch.ones(3, 5, 7), 0.5)  # 105 elements: not a whole number of 64-bit draws
+    assert odd.shape == (3, 5, 7) and set(odd.unique().tolist()) == {0.0, 2.0}
+    fields = _dropout(torch.ones(200_000, 4), 0.2) != 0  # each of a draw's four 16-bit fields is a fair coin
+    assert ((fields.float().mean(0) - 0.8).abs() < 0.006).all()
 
 
 # --- the book's data ---------------------------------------------------------------------------------------------------
