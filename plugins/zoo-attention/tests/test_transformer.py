@@ -366,11 +366,12 @@ def test_training_dropout_keeps_with_probability_one_minus_p():
 @pytest.mark.slow
 def test_book_figures(tmp_path):
     """The book's recipe (30 epochs, seed 0, one thread; about a minute here): the causal validation CE below the
-    reference's leaky 3.23 (seeds 0-2 gave 2.83, 2.93, 3.04, the reference 3.23, 3.15, 3.45:
+    reference's leaky 3.23 (seeds 0-2 gave 2.93, 2.90, 3.00, the reference 3.23, 3.15, 3.45:
     benchmarks/results/transformer_cpu.json); the book's leaky figure of the same model differs from it; "go .",
     "i lost ." and "i'm home ." translated exactly (BLEU 1, as the reference's seed 0 and every zoo seed), greedy and
     with beam search (4); greedy and beam search token-identical on ONNX Runtime and PyTorch for every validation
-    sentence. "he's calm ." is not asserted (no training pair holds it: "<unk> !" or "il est mouillé ." by seed)."""
+    sentence. "he's calm ." is not asserted (no training pair holds it: "j'ai calme ." or "il est mouillé ." by
+    seed)."""
     require_data("fra-eng")
     model, data, result = train_preset("transformer", "book")
     assert result.metrics["val_loss"] < 3.2
