@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo_attention.blocks import MASK_VALUE, AdditiveAttention
+from zoo_core.fast_math import tanh_
 from zoo_modern_rnn.encoder_decoder import Decoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens
 from zoo_modern_rnn.gru_train import input_bias
 from zoo_modern_rnn.seq2seq import NUM_STEPS, Seq2SeqEncoder, dropout, init_seq2seq, packed_encoder
@@ -187,7 +188,7 @@ class _AttentionDecoder(torch.autograd.Function):
             start += n
             h = [x[:n] for x in h]
             top = torch.mm(h[-1], W_top_t)                                          # (n, 3 H + Ha)
-            F_t = torch.add(top[:, None, 3 * H:], keys[:n], out=Fs[sl]).tanh_()   # (n, m, Ha)
+            F_t = tanh_(torch.add(top[:, None, 3 * H:], keys[:n], out=Fs[sl]))    # (n, m, Ha)
             scores = torch.where(keep[:n], torch.mv(F_t.view(-1, Ha), w_v).view(n, m), masked)
             _softmax_into(scores, -1, False, out=A[sl])
             if p_att > 0:
@@ -207,7 +208,7 @@ class _AttentionDecoder(torch.autograd.Function):
                 gh = top[:, :3 * H] if k == L - 1 else torch.mm(h[k], W_hh[k].t())
                 r_z = torch.add(gi[:, :2 * H], gh[:, :2 * H], out=rz[k][sl]).sigmoid_()
                 gh_n = torch.add(gh[:, 2 * H:], b_hn[k], out=ghn[k][sl])
-                n_t = torch.addcmul(gi[:, 2 * H:], r_z[:, :H], gh_n, out=cand[k][sl]).tanh_()
+                n_t = tanh_(torch.addcmul(gi[:, 2 * H:], r_z[:, :H], gh_n, out=cand[k][sl]))
                 torch.lerp(n_t, h[k], r_z[:, H:], out=outs[k][sl])
             h = [outs[k][sl] for k in range(L)]
         ctx.batch_sizes, ctx.p_drop, ctx.p_att, ctx.L, ctx.has_att_mask = list(batch_sizes), p_drop, p_att, L, p_att > 0

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from zoo_core.fast_math import tanh_
+
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), one kernel, into grad_input
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input        # grad * (1 - y^2), one kernel, into grad_input
@@ -58,7 +60,7 @@ class _GRULayer(torch.autograd.Function):
                 torch.mm(h, W_hh_t, out=gh[:n_t])                                      # (n_t, 3H)
             torch.add(gh[:n_t, 2 * H:], b_hn, out=gh_n)                                # W_hn h + b_hn
             torch.add(g_rz, gh[:n_t, :2 * H], out=rz).sigmoid_()                       # r, z
-            torch.addcmul(g_n, rz[:, :H], gh_n, out=n).tanh_()                         # n
+            tanh_(torch.addcmul(g_n, rz[:, :H], gh_n, out=n))                          # n
             h = torch.lerp(n, h, rz[:, H:], out=h_new)                                 # n + z (h - n)
             n_next = batch_sizes[t + 1] if t + 1 < len(batch_sizes) else 0
             if n_next < n_t:                                                           # rows that end here

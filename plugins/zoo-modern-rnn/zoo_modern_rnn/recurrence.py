@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zoo_core.fast_math import tanh_
+
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y): one kernel, into grad_input
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input        # grad * (1 - y^2): one kernel, into grad_input
 
@@ -59,7 +61,7 @@ class GRURecurrence(torch.autograd.Function):
             torch.baddbmm(b, H.expand(3, B, h), W, out=gh)                         # (3, B, h): H W_hg^T + b_hg
             torch.add(X_rz[t], gh_rz, out=rz_t[t]).sigmoid_()                      # r, z
             HN_t[t].copy_(gh_n)
-            n = torch.addcmul(X_n[t], r_t[t], gh_n, out=N_t[t]).tanh_()
+            n = tanh_(torch.addcmul(X_n[t], r_t[t], gh_n, out=N_t[t]))
             torch.lerp(n, H, z_t[t], out=H_t[t + 1])                                # n + z (H - n)
         ctx.save_for_backward(W_hh, Hs, RZ, N, HN)
         return Hs[1:]
