@@ -7,8 +7,8 @@ The same function of the same parameters as ``nn.GRU`` (PyTorch's reset-after fo
 
 Why: at the book's sizes (batch 1024, 32 hidden units) a step is a few small kernels, and ``nn.GRU`` on the CPU runs
 its loop through autograd: some fifteen nodes a step backwards, the recurrent weights' gradient accumulated in 32
-small products. Here the backward pass is one loop of its own, each step a handful of kernels, and the weights'
-gradients are one product over all steps. What made the difference on this machine is the layout: every tensor is
+small products. Here the backward pass is one loop of its own, each step a handful of kernels and the recurrent
+weights' gradient accumulated in two products while the step's tensors are in cache. What made the difference on this machine is the layout: every tensor is
 *gate-major*, ``(3, num_steps, batch, h)`` (or ``(3, batch, h)`` for one step), so that every gate's slice that a
 kernel reads or writes is contiguous; slicing the gates out of ``(batch, 3h)`` rows (PyTorch's layout) made the same
 kernels slower than autograd. The first layer's input gates are gathered from token indices (rows of ``W_ih^T +
@@ -17,7 +17,9 @@ training step of the book presets, paired with the same step over ``nn.GRU``: ``
 ``deep-rnn-lm`` 0.99-1.14x (its second layer's input product costs about what the recurrence saves). Then, on an idle
 machine, paired with that version (median of 12 rounds of 5 steps): `GateInputs` (its own backward) and every
 step's views made in one ``unbind`` per tensor took ``gru-lm`` from 57.1 to 49.8 ms a step, ``deep-rnn-lm`` from
-115.2 to 102.1 ms.
+115.2 to 102.1 ms. On an AMD EPYC (AVX2; paired, one step alternating, 40 rounds): the recurrent weights' gradient
+accumulated step by step rather than as one product over all steps after the loop, ``deep-rnn-lm`` 1.06x and
+``gru-lm`` 1.065x faster a step; the candidate's tanh as `zoo_core.fast_math.tanh_`, which that CPU needs.
 
 The language models use it in training on the CPU only (`zoo_modern_rnn.language_models`); evaluation, prediction,
 export and CUDA (cuDNN) keep ``nn.GRU`` itself.
@@ -76,27 +78,30 @@ class GRURecurrence(torch.autograd.Function):
         dHN = N.new_empty(T, B, h)              # d of H W_hn^T + b_hn: dn_pre * r
         dH = N.new_zeros(B, h)                  # the gradient reaching H_t from step t + 1
         tmp = N.new_empty(B, h)
+        # the recurrent weights' gradient, sum_t dgh_t^T H_{t-1}, accumulated step by step while the step's tensors
+        # are in cache: one product over all steps read them all again from memory, 5-6% slower a training step
+        dW_hh = N.new_zeros(3, h, h)
+        dW_rz, dW_n = dW_hh[:2], dW_hh[2]
         W_r, W_z, W_n = W.unbind(0)
         r_t, z_t, rz_t = RZ[0].unbind(0), RZ[1].unbind(0), RZ.unbind(1)  # every step's views, as in forward
         N_t, HN_t, H_t, d_out = N.unbind(0), HN.unbind(0), Hs.unbind(0), d_outputs.unbind(0)
         d_r, d_z, d_n, d_rz_t, d_HN = dXW[0].unbind(0), dXW[1].unbind(0), dXW[2].unbind(0), dXW[:2].unbind(1), \
             dHN.unbind(0)
         for t in range(T - 1, -1, -1):
-            n = N_t[t]
+            n, H = N_t[t], H_t[t]                                                  # H: H_{t-1}
             dH += d_out[t]
             _tanh_backward(torch.addcmul(dH, dH, z_t[t], value=-1, out=tmp), n, grad_input=d_n[t])  # dH (1-z) (1-n^2)
             torch.mul(d_n[t], r_t[t], out=d_HN[t])
             torch.mul(d_n[t], HN_t[t], out=d_r[t])                                 # d r
-            torch.mul(dH, torch.sub(H_t[t], n, out=tmp), out=d_z[t])               # d z: dH (H_{t-1} - n)
+            torch.mul(dH, torch.sub(H, n, out=tmp), out=d_z[t])                    # d z: dH (H_{t-1} - n)
             _sigmoid_backward(d_rz_t[t], rz_t[t], grad_input=d_rz_t[t])
+            dW_rz.baddbmm_(d_rz_t[t].transpose(1, 2), H.expand(2, B, h))           # (2, h, h)
+            dW_n.addmm_(d_HN[t].t(), H)
             dH = torch.mm(d_r[t], W_r).addmm_(d_z[t], W_z).addmm_(d_HN[t], W_n).addcmul_(dH, z_t[t])
-        # the recurrent weights' and biases' gradients: one product over all steps, sum_t dgh_t^T H_{t-1}
-        H_prev = Hs[:T].reshape(T * B, h)
+        # the biases' gradients: sums over all steps (summed step by step instead, they measured no faster)
         d_rz = dXW[:2].view(2, T * B, h)
-        dW_hh = torch.cat((torch.matmul(d_rz.transpose(1, 2), H_prev).view(2 * h, h),
-                           dHN.view(T * B, h).T @ H_prev))
         db_hh = torch.cat((d_rz.sum(1).view(2 * h), dHN.view(T * B, h).sum(0)))
-        return dXW, (dH if ctx.needs_input_grad[1] else None), dW_hh, db_hh
+        return dXW, (dH if ctx.needs_input_grad[1] else None), dW_hh.view(3 * h, h), db_hh
 
 
 class GateInputs(torch.autograd.Function):
