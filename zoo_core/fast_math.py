@@ -2,11 +2,12 @@
 where ATen's own kernel is the slow part of a step on some CPUs.
 
 Why: PyTorch's CPU ``tanh`` (like ``exp``, ``log``, ``sqrt``) goes to MKL's vector math library when PyTorch is built
-with MKL, and MKL runs its generic, unvectorised code on non-Intel processors. On the AMD EPYC (AVX2) machine this
+with MKL, and MKL is known to take generic code paths on non-Intel processors. On the AMD EPYC (AVX2) machine this
 zoo was measured on, ``torch.tanh`` of one (1024, 32) GRU gate took 114-140 us (3.5-4.3 ns an element) where
-``torch.sigmoid``, which PyTorch vectorises itself, took 34 us: a tenth of `deep-rnn-lm`'s training step went to
+``torch.sigmoid``, which PyTorch vectorises itself, took 34 us: 7% of `deep-rnn-lm`'s training step went to
 ``tanh``. ``tanh x = 2 sigmoid(2 x) - 1`` costs a sigmoid and three light kernels (about 60 us there). On an Intel
-CPU MKL's ``tanh`` is fast and this costs a few microseconds more a call; it is used where the gain was measured.
+CPU, where MKL's ``tanh`` should be fast, this may cost a few microseconds more a call (not measured: no Intel machine
+was at hand when it was written); it is used where the gain was measured.
 """
 
 from __future__ import annotations
