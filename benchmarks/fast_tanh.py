@@ -97,8 +97,10 @@ with flush_denormals():
                 step()
             times[k].append((time.process_time() - t) / 5 * 1e3)
 ratios = [a / b for a, b in zip(times["torch.tanh"], times["fast_math.tanh_"])]
-print(json.dumps({"model": name, "cpu_ms_per_step_median": {k: round(statistics.median(v), 1) for k, v in times.items()},
-                  "speedup_per_round": [round(x, 3) for x in ratios], "speedup_median": round(statistics.median(ratios), 3)}))
+print(json.dumps({"model": name,
+                  "cpu_ms_per_step_median": {k: round(statistics.median(v), 1) for k, v in times.items()},
+                  "speedup_per_round": [round(x, 3) for x in ratios],
+                  "speedup_median": round(statistics.median(ratios), 3)}))
 """
 
 

@@ -8,18 +8,18 @@ The same function of the same parameters as ``nn.GRU`` (PyTorch's reset-after fo
 Why: at the book's sizes (batch 1024, 32 hidden units) a step is a few small kernels, and ``nn.GRU`` on the CPU runs
 its loop through autograd: some fifteen nodes a step backwards, the recurrent weights' gradient accumulated in 32
 small products. Here the backward pass is one loop of its own, each step a handful of kernels and the recurrent
-weights' gradient accumulated in two products while the step's tensors are in cache. What made the difference on this machine is the layout: every tensor is
-*gate-major*, ``(3, num_steps, batch, h)`` (or ``(3, batch, h)`` for one step), so that every gate's slice that a
-kernel reads or writes is contiguous; slicing the gates out of ``(batch, 3h)`` rows (PyTorch's layout) made the same
-kernels slower than autograd. The first layer's input gates are gathered from token indices (rows of ``W_ih^T +
-b_ih``: one-hot inputs without the one-hot tensor). Measured on two busy cores, one thread, CPU time of a whole
-training step of the book presets, paired with the same step over ``nn.GRU``: ``gru-lm`` 1.22-1.32x faster;
-``deep-rnn-lm`` 0.99-1.14x (its second layer's input product costs about what the recurrence saves). Then, on an idle
-machine, paired with that version (median of 12 rounds of 5 steps): `GateInputs` (its own backward) and every
-step's views made in one ``unbind`` per tensor took ``gru-lm`` from 57.1 to 49.8 ms a step, ``deep-rnn-lm`` from
-115.2 to 102.1 ms. On an AMD EPYC (AVX2; paired, one step alternating, 40 rounds): the recurrent weights' gradient
-accumulated step by step rather than as one product over all steps after the loop, ``deep-rnn-lm`` 1.06x and
-``gru-lm`` 1.065x faster a step; the candidate's tanh as `zoo_core.fast_math.tanh_`, which that CPU needs.
+weights' gradient accumulated in two products while the step's tensors are in cache. What made the difference on this
+machine is the layout: every tensor is *gate-major*, ``(3, num_steps, batch, h)`` (or ``(3, batch, h)`` for one step),
+so that every gate's slice that a kernel reads or writes is contiguous; slicing the gates out of ``(batch, 3h)`` rows
+(PyTorch's layout) made the same kernels slower than autograd. The first layer's input gates are gathered from token
+indices (rows of ``W_ih^T + b_ih``: one-hot inputs without the one-hot tensor). Measured on two busy cores, one
+thread, CPU time of a whole training step of the book presets, paired with the same step over ``nn.GRU``: ``gru-lm``
+1.22-1.32x faster; ``deep-rnn-lm`` 0.99-1.14x (its second layer's input product costs about what the recurrence
+saves). Then, on an idle machine, paired with that version (median of 12 rounds of 5 steps): `GateInputs` (its own
+backward) and every step's views made in one ``unbind`` per tensor took ``gru-lm`` from 57.1 to 49.8 ms a step,
+``deep-rnn-lm`` from 115.2 to 102.1 ms. On an AMD EPYC (AVX2; paired, one step alternating, 40 rounds): the recurrent
+weights' gradient accumulated step by step rather than as one product over all steps after the loop, ``deep-rnn-lm``
+1.06x and ``gru-lm`` 1.065x faster a step; the candidate's tanh as `zoo_core.fast_math.tanh_`, which that CPU needs.
 
 The language models use it in training on the CPU only (`zoo_modern_rnn.language_models`); evaluation, prediction,
 export and CUDA (cuDNN) keep ``nn.GRU`` itself.
