@@ -250,7 +250,7 @@ def test_a_classifier_gives_its_top_5_classes_the_same_on_both_runtimes(runs, im
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["{text}"], ["cannot read image", "notes.png", "PNG or JPEG"]),
+    (["{text}"], ["cannot read image", "notes.png", "PNG, JPEG, WebP or GIF", "Unsupported image file"]),
     (["{missing}"], ["cannot read image", "nope.png", "No such file"]),
     ([""], ["empty input"]),
     (["{grey}", "--beam", "2"], ["--beam", "does not apply to a classification model"]),
@@ -260,6 +260,12 @@ def test_a_classifier_gives_its_top_5_classes_the_same_on_both_runtimes(runs, im
 def test_bad_image_inputs_are_one_line(runs, images, cli, args, fragments):
     args = [a.format(**images) for a in args]
     cli("predict", "softmax", *args, "--run", runs["softmax"]).assert_one_line_error(*fragments)
+
+
+def test_an_undecodable_image_gives_torchvisions_reason_without_its_source_path(runs, images, cli):
+    result = cli("predict", "softmax", images["text"], "--run", runs["softmax"])
+    result.assert_one_line_error("Unsupported image file")
+    assert ".cpp" not in result.stderr and "For avif" not in result.stderr, result.stderr
 
 
 def test_onnx_runtime_needs_an_export(runs, images, cli):

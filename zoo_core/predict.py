@@ -2,7 +2,7 @@
 
 What a run is asked depends on its model's task (`ModelSpec.task`):
 
-- ``classification`` of images: PNG or JPEG files, decoded by torchvision, converted to the channels and size of the
+- ``classification`` of images: PNG, JPEG, WebP or GIF files, decoded by torchvision, converted to the channels and size of the
   model's input spec (``X: float32[batch, C, H, W]``; grey or RGB, a bilinear antialiased resize), pixels divided by
   255 as the data module does (Fashion-MNIST's ``ToTensor``); the top-5 classes with their probabilities, named by the
   data class's ``labels``.
@@ -23,6 +23,8 @@ Every file read (weights, vocabularies, ONNX graphs) is checked against the sha2
 """
 
 from __future__ import annotations
+
+import re
 
 import sys
 from collections.abc import Callable, Sequence
@@ -246,8 +248,10 @@ def load_image(path: str, channels: int, size: tuple[int | None, int | None]) ->
     try:
         image = decode_image(buffer, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
     except (RuntimeError, ValueError) as e:
-        raise ZooError(f"cannot read image {path}: not an image torchvision can decode (PNG or JPEG): "
-                       f"{' '.join(str(e).split())[:200]}") from None
+        # torchvision's message starts with its C++ source location; its first sentence after that is the reason
+        reason = re.sub(r"^.*?\.(?:cpp|cc|h):\d+,\s*", "", " ".join(str(e).split())).split(". ")[0].rstrip(".")
+        raise ZooError(f"cannot read image {path}: not an image torchvision can decode (PNG, JPEG, WebP or GIF): "
+                       f"{reason[:200]}") from None
     if image.dim() == 4:  # an animated image: its first frame
         image = image[0]
     x = image.float().div_(255)[None]
