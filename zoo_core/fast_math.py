@@ -1,4 +1,4 @@
-"""Elementwise functions for the hand-written CPU training loops (the GRUs of chapters 9-11, additive attention),
+"""Elementwise functions for the hand-written CPU training loops (the GRUs of chapters 10-11, additive attention),
 where ATen's own kernel is the slow part of a step on some CPUs.
 
 Why: PyTorch's CPU ``tanh`` (like ``exp``, ``log``, ``sqrt``) goes to MKL's vector math library when PyTorch is built
@@ -7,7 +7,7 @@ zoo was measured on, ``torch.tanh`` of one (1024, 32) GRU gate took 114-140 us (
 ``torch.sigmoid``, which PyTorch vectorises itself, took 34 us: 7% of `deep-rnn-lm`'s training step went to
 ``tanh``. ``tanh x = 2 sigmoid(2 x) - 1`` costs a sigmoid and three light kernels (about 60 us there). On an Intel
 CPU, where MKL's ``tanh`` should be fast, this may cost a few microseconds more a call (not measured: no Intel machine
-was at hand when it was written); it is used where the gain was measured.
+was at hand when it was written); it is used where the kernel's gain was measured (`benchmarks/fast_tanh.py`).
 """
 
 from __future__ import annotations
