@@ -147,6 +147,9 @@ def test_unfinished_runs_are_not_exported(run_dir, tmp_path, cli):
     (["train", "softmax", "--bogus"], ["No such option", "--bogus"]),
     (["export", "softmax", "--run", "20990101T000000000000Z-dead", "--onnx"], ["no run '20990101T000000000000Z-dead'"]),
     (["verify", "linreg", "--out", "/nonexistent/artifacts"], ["no finished run of linreg"]),
+    (["list", "--chapter", "99"], ["no model matches in chapter 99", "chapters with models: 3, 4"]),
+    (["list", "softmax*", "--chapter", "9"], ["no model matches 'softmax*' in chapter 9", "of chapter 4"]),
+    (["list", "nosuchmodel*"], ["no model matches 'nosuchmodel*'"]),
 ])
 def test_user_mistakes_are_one_line(cli, args, fragments):
     cli(*args).assert_one_line_error(*fragments)

@@ -366,6 +366,14 @@ def test_find_data_files_download_problems(clean_env, tmp_path):
     with pytest.raises(DataNotFoundError, match="the download did not produce them"):
         find_data_files("toy", files, tmp_path / "c", download=lambda root: None)
 
+    def archive_missing(root: Path) -> None:  # a downloader that looks for its archive first (fra-eng's zip)
+        find_data_files("toy", [DataFile("toy.zip", "0" * 40)], root, download=failing)
+
+    with pytest.raises(DataNotFoundError) as info:
+        find_data_files("toy", files, tmp_path / "d", download=archive_missing)
+    message = str(info.value)
+    assert "missing toy.zip" in message and message.count("Put the files") == 1 and message.count("searched") == 1
+
 
 # --- the book's synthetic datasets -----------------------------------------------------------------------------------
 

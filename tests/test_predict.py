@@ -311,6 +311,15 @@ def test_a_language_model_continues_each_prefix_the_same_on_both_runtimes(runs, 
         assert all(len(r["tokens"]) == 12 for r in a["results"])
     text = cli("predict", "test-lm", "time traveller", "--run", runs["test-lm"], "--num-preds", "5")
     assert text.stdout.splitlines() == [results[0]["prefix"] + results[0]["continuation"][:5]]
+    assert not [line for line in text.stderr_lines if "note:" in line]  # read as typed: nothing to say
+
+
+def test_a_prefix_changed_by_the_preprocessing_is_said_once(runs, cli):
+    result = cli("predict", "test-lm", "It has", "time traveller", "Here, 12 o'clock", "--run", runs["test-lm"])
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 3
+    notes = [line for line in result.stderr_lines if "note:" in line]
+    assert len(notes) == 1 and "2 prefixes read as the training text was preprocessed" in notes[0]
+    assert "'It has' as 'it has'" in notes[0] and "\"Here, 12 o'clock\" as 'here o clock'" in notes[0]
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -429,6 +438,7 @@ def test_attention_heatmaps_are_drawn_for_each_sentence(runs, cli, tmp_path):
     ("test-mt", ["--attention", "a.png"], ["test-mt has no attention to draw", "bahdanau, transformer"]),
     ("test-lm", ["--attention", "a.png"], ["--attention does not apply to a language-modeling model"]),
     ("test-mt-attn", ["--attention", "a.txt"], ["--attention a.txt: name an image file ending in .png"]),
+    ("test-mt-attn", ["--attention", "no-such-folder/a.png"], ["the folder no-such-folder does not exist"]),
 ])
 def test_bad_attention_requests_are_one_line(runs, cli, model, args, fragments):
     cli("predict", model, "i go .", "--run", runs[model], *args).assert_one_line_error(*fragments)

@@ -47,10 +47,14 @@ def crop_source(maps: Mapping[str, Tensor], num_src: int, valid_len: int) -> dic
 
 
 def check_path(path: str | os.PathLike) -> Path:
-    """`path` if matplotlib can write its format (from its suffix), else a `ZooError` (before any work is done)."""
+    """`path` if matplotlib can write its format (from its suffix) into an existing folder, else a `ZooError`
+    (before any work is done). A missing folder is refused rather than made, as by any program that writes a named
+    file: a mistyped folder would otherwise appear silently."""
     path = Path(path)
     if path.suffix.lower().lstrip(".") not in FORMATS:
         raise ZooError(f"--attention {path}: name an image file ending in {', '.join('.' + f for f in FORMATS)}")
+    if not path.parent.is_dir():
+        raise ZooError(f"--attention {path}: the folder {path.parent} does not exist")
     return path
 
 

@@ -79,16 +79,23 @@ def cli(debug: bool) -> None:
 @click.option("--chapter", type=int, help="Only models of this book chapter.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> None:
-    """List registered models; PATTERN is a shell glob on the name (e.g. 'soft*')."""
+    """List registered models; PATTERN is a shell glob on the name (e.g. 'soft*').
+
+    No match is an error (exit 1) that names the chapters there are; with --json it is an empty list.
+    """
     plugins.load()
     specs = registry.list_models(pattern, chapter)
     if as_json:
         _echo_json([{k: s.to_json()[k] for k in ("name", "chapter", "section", "task", "dataset", "summary",
                                                   "plugin", "tags")} for s in specs])
         return
-    if not specs:
-        _err("no model matches" + (f" {pattern!r}" if pattern else "") + (f" in chapter {chapter}" if chapter else ""))
-        return
+    if not specs:  # an error, as grep's no match: a script learns it from the exit status
+        chapters = sorted({s.chapter for s in registry.list_models(pattern)})
+        where = (f"; {pattern!r} matches models of chapter{'s' * (len(chapters) > 1)} "
+                 f"{', '.join(map(str, chapters))}" if chapter and pattern and chapters else
+                 f"; chapters with models: {', '.join(map(str, chapters))}" if chapter and chapters else "")
+        raise ZooError("no model matches" + (f" {pattern!r}" if pattern else "")
+                       + (f" in chapter {chapter}" if chapter else "") + where)
     _table([[s.name, str(s.chapter), s.section, s.task, s.dataset, s.plugin, s.summary] for s in specs],
            ["NAME", "CH", "SECTION", "TASK", "DATASET", "PLUGIN", "SUMMARY"])
 

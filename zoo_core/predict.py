@@ -299,15 +299,22 @@ def _continue(r: _Run, prefixes: Sequence[str], runtime: str, provider: str, bea
     tokenize = _text_method(cls, "tokenize", "language models")
     token = r.data_hparam("token", "char")
     vocab = r.vocab("vocab")
-    read, unknown = [], []
+    read, unknown, changed = [], [], []
     for prefix in prefixes:
         if not prefix:
             raise ZooError("empty prefix: a language model continues at least one character")
-        tokens = tokenize(preprocess(prefix), token)
+        text = preprocess(prefix)
+        tokens = tokenize(text, token)
         if not tokens:
             raise ZooError(f"prefix {prefix!r} has no tokens once preprocessed as the training text was")
+        if text != prefix:
+            changed.append(f"{prefix!r} as {text!r}")
         unknown += [t for t in tokens if t not in vocab and t not in unknown]
         read.append(tokens)
+    if changed:  # the continuation starts from what the model read, which the user should not have to guess
+        note(f"{len(changed)} prefix{'es' * (len(changed) > 1)} read as the training text was preprocessed "
+             f"({(preprocess.__doc__ or '').strip().splitlines()[0].rstrip('.')}): "
+             + ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else ""))
     _unknown_note(note, unknown, "characters" if token == "char" else "words")
     found = continue_prefixes(r.runner(runtime, provider), [vocab[t] for t in read], num_preds, beam_size=beam)
     sep = "" if token == "char" else " "

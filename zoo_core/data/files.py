@@ -117,7 +117,9 @@ def find_data_files(dataset: str, files: Sequence[DataFile], data_dir: str | os.
                 check_files(dataset, root, files)
                 return root
             reason = "the download did not produce them"
-        except IntegrityError:
+        except (IntegrityError, DataNotFoundError):
+            # a downloader that looks for its own archive (fra-eng's zip) has already said what is missing, where
+            # it looked and what to do: wrapping it would say it all twice
             raise
         except Exception as e:  # noqa: BLE001 - any failure to download is reported the same way
             reason = f"download failed: {' '.join(str(e).split()) or type(e).__name__}"

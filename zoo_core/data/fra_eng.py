@@ -130,7 +130,7 @@ class FraEng(DataModule):
         try:
             return find_data_files("fra-eng", [FILE], data_dir, download=_download if download else False)
         except DataNotFoundError as e:
-            hint = f"fra-eng/fra.txt is the text inside the book's {BOOK_URL}fra-eng.zip"
+            hint = f"fra-eng/fra.txt is the text inside the book's {BOOK_URL}fra-eng.zip; either will do"
             raise DataNotFoundError(f"{e} ({hint})") from None
 
     def raw_text(self) -> str:
