@@ -24,19 +24,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.fast_math import tanh_
 from zoo_rnn.lm import LanguageModel
 
 
 def gather_input_terms(W: Tensor, b: Tensor, X: Tensor) -> Tensor:
-    """``one_hot(X) @ W + b`` without the one-hot: rows of ``W + b``. X (...) int64 -> (..., h)."""
-    return (W + b).index_select(0, X.reshape(-1)).view(*X.shape, W.shape[1])
+    """``one_hot(X) @ W + b`` without the one-hot: rows of ``W + b``. X (...) int64 -> (..., h).
+
+    The table is made contiguous first: for a transposed W (``nn.RNN``'s ``weight_ih_l0.T``) the sum keeps W's
+    column-major layout, and ``index_select`` on the rows of a column-major table took 3.8 ms for the book's batch
+    of 32,768 tokens against 0.25 ms (AMD EPYC, one thread); rnn-lm's training step went 1.08x faster (paired)."""
+    return (W + b).contiguous().index_select(0, X.reshape(-1)).view(*X.shape, W.shape[1])
 
 
 class TanhRecurrence(torch.autograd.Function):
     """``H_t = tanh(XW_t + H_{t-1} W_hh)`` for every step of ``XW``, with backpropagation through time written out
     (d2l §9.7): the same values and gradients as autograd on the loop, in fewer, larger operations.
 
-    Forward: the book's loop, writing each H_t into one preallocated (num_steps, batch, h) tensor (no stack).
+    Forward: the book's loop, writing each H_t into one preallocated (num_steps, batch, h) tensor (no stack), with
+    `zoo_core.fast_math.tanh_` for the tanh: on an AMD EPYC, ATen's took 124 us a time step of the book's (1024, 32)
+    batch, 4 of rnn-lm's 23 ms a training step, and the training step went 1.08x faster this way (paired, one
+    thread).
     Backward, with ``Z_t = XW_t + H_{t-1} W_hh`` and ``dH_t`` the gradient reaching H_t from the outputs and from step
     t + 1, backwards in time::
 
@@ -52,7 +60,7 @@ class TanhRecurrence(torch.autograd.Function):
         Hs = torch.empty_like(XW)
         H = H0
         for t in range(len(XW)):
-            H = torch.tanh(torch.addmm(XW[t], H, W_hh), out=Hs[t])
+            H = tanh_(torch.addmm(XW[t], H, W_hh, out=Hs[t]))
         ctx.save_for_backward(H0, W_hh, Hs)
         return Hs  # (T, B, h)
 
