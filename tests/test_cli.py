@@ -150,6 +150,10 @@ def test_unfinished_runs_are_not_exported(run_dir, tmp_path, cli):
     (["list", "--chapter", "99"], ["no model matches in chapter 99", "chapters with models: 3, 4"]),
     (["list", "softmax*", "--chapter", "9"], ["no model matches 'softmax*' in chapter 9", "of chapter 4"]),
     (["list", "nosuchmodel*"], ["no model matches 'nosuchmodel*'"]),
+    (["list", "--chapter", "0"], ["no model matches in chapter 0", "chapters with models: 3, 4"]),
+    (["train", "softmax", "--set", "nosuch=1"], ["unknown hyper-parameter 'nosuch'", "takes: "]),
+    (["train", "gru-lm", "--preset", "tiny", "--set", "num_hiddens=0"], ["model gru-lm refuses its hyper-parameters",
+                                                                          "hidden_size must be greater than zero"]),
 ])
 def test_user_mistakes_are_one_line(cli, args, fragments):
     cli(*args).assert_one_line_error(*fragments)
@@ -175,6 +179,28 @@ def test_missing_dataset_offline_is_one_line_naming_the_file_and_folders(cli, tm
 def test_debug_shows_the_traceback(cli):
     result = cli("--debug", "train", "sofmax")
     assert result.returncode == 1 and "Traceback" in result.stderr and "UnknownNameError" in result.stderr
+
+
+def test_debug_after_the_subcommand_works_as_the_error_lines_say(cli):
+    """"rerun with --debug" is read as "append --debug": the flag is the group's, accepted anywhere before `--`."""
+    result = cli("train", "sofmax", "--debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "UnknownNameError" in result.stderr
+    assert "No such option" not in result.stderr
+
+
+def test_an_unknown_hyper_parameter_lists_the_known_ones_once(cli):
+    message = cli("train", "softmax", "--set", "nosuch=1").stderr
+    assert message.count("num_outputs") == 1
+
+
+def test_bare_zoo_prints_its_help(cli):
+    result = cli()
+    assert result.returncode == 0 and result.stdout.startswith("Usage: zoo") and "train" in result.stdout
+    assert not result.stderr.strip()
+
+
+def test_list_patterns_match_any_case(cli):
+    assert cli("list", "LeNet*").stdout.splitlines()[1].startswith("lenet")
 
 
 @pytest.fixture

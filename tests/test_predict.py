@@ -320,10 +320,12 @@ def test_a_prefix_changed_by_the_preprocessing_is_said_once(runs, cli):
     notes = [line for line in result.stderr_lines if "note:" in line]
     assert len(notes) == 1 and "2 prefixes read as the training text was preprocessed" in notes[0]
     assert "'It has' as 'it has'" in notes[0] and "\"Here, 12 o'clock\" as 'here o clock'" in notes[0]
+    assert "preprocessed (the book's preprocessing: every run of non-letters" in notes[0]  # time-machine's, in a sentence
 
 
 @pytest.mark.parametrize("args, fragments", [
     ([""], ["empty prefix"]),
+    (["123 !!"], ["prefix '123 !!' has no tokens once preprocessed", "reads as ' '"]),
     (["it", "--reference", "il"], ["--reference", "does not apply to a language-modeling model"]),
     (["it", "--beam", "0"], ["--beam", "0 is not in the range"]),
     (["it", "--num-preds", "0"], ["--num-preds", "0 is not in the range"]),
@@ -364,7 +366,7 @@ def test_translation_is_the_same_on_both_runtimes_greedy_and_beam(runs, cli):
 def test_a_reference_gives_the_books_bleu(runs, cli):
     got = as_json(cli("predict", "test-mt", *SENTENCES[:2], "--run", runs["test-mt"], "--json"))
     own = [r["translation"] for r in got["results"]]
-    refs = [own[0], "ne pas ne pas ne pas"]
+    refs = [own[0] or "va !", "ne pas ne pas ne pas"]  # a tiny model may say nothing; an empty reference is refused
     scored = as_json(cli("predict", "test-mt", *SENTENCES[:2], "--run", runs["test-mt"], "--json",
                          "--reference", refs[0], "--reference", refs[1]))["results"]
     from zoo_core.seq_metrics import bleu
@@ -376,6 +378,8 @@ def test_a_reference_gives_the_books_bleu(runs, cli):
     assert text.stdout.strip() == f"{SENTENCES[0]} => {own[0]}  (bleu {scored[0]['bleu']:.3f})"
     cli("predict", "test-mt", *SENTENCES[:2], "--run", runs["test-mt"], "--reference", "x").assert_one_line_error(
         "1 references for 2 sentences")
+    cli("predict", "test-mt", *SENTENCES[:2], "--run", runs["test-mt"], "--reference", "x", "--reference", " ",
+        ).assert_one_line_error("empty --reference (number 2)")
 
 
 def test_unknown_words_are_read_as_unk_and_said_once(runs, cli):

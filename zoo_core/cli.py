@@ -79,7 +79,7 @@ def cli(debug: bool) -> None:
 @click.option("--chapter", type=int, help="Only models of this book chapter.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> None:
-    """List registered models; PATTERN is a shell glob on the name (e.g. 'soft*').
+    """List registered models; PATTERN is a shell glob on the name, any case (e.g. 'soft*').
 
     No match is an error (exit 1) that names the chapters there are; with --json it is an empty list.
     """
@@ -91,11 +91,12 @@ def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> Non
         return
     if not specs:  # an error, as grep's no match: a script learns it from the exit status
         chapters = sorted({s.chapter for s in registry.list_models(pattern)})
+        filtered = chapter is not None
         where = (f"; {pattern!r} matches models of chapter{'s' * (len(chapters) > 1)} "
-                 f"{', '.join(map(str, chapters))}" if chapter and pattern and chapters else
-                 f"; chapters with models: {', '.join(map(str, chapters))}" if chapter and chapters else "")
+                 f"{', '.join(map(str, chapters))}" if filtered and pattern and chapters else
+                 f"; chapters with models: {', '.join(map(str, chapters))}" if filtered and chapters else "")
         raise ZooError("no model matches" + (f" {pattern!r}" if pattern else "")
-                       + (f" in chapter {chapter}" if chapter else "") + where)
+                       + (f" in chapter {chapter}" if filtered else "") + where)
     _table([[s.name, str(s.chapter), s.section, s.task, s.dataset, s.plugin, s.summary] for s in specs],
            ["NAME", "CH", "SECTION", "TASK", "DATASET", "PLUGIN", "SUMMARY"])
 
@@ -320,7 +321,14 @@ def predict_command(name: str, inputs: tuple[str, ...], run: str | None, out: st
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zoo`` script: runs the CLI and turns errors into one line and an exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+    if not args:  # bare `zoo`: its help, as `zoo --help` (click would call it a usage error)
+        args = ["--help"]
+    # --debug is the group's option, but the error lines say "rerun with --debug": accept it after the subcommand too
+    # (not after `--`, where it would be an input)
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" in args[:end]:
+        args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+    debug = "--debug" in args[:1] or os.environ.get("ZOO_DEBUG", "") not in ("", "0")
     try:
         plugins.register_commands(cli)
         result = cli.main(args=args, prog_name="zoo", standalone_mode=False)

@@ -47,8 +47,9 @@ class TrainingInterrupted(ZooError):
     exit_code = 130
 
 
-def unknown(kind: str, name: str, known: Iterable[str], hint: str = "") -> UnknownNameError:
-    """An `UnknownNameError` that suggests the closest known names ("did you mean ...?")."""
+def unknown(kind: str, name: str, known: Iterable[str], hint: str = "", list_known: bool = True) -> UnknownNameError:
+    """An `UnknownNameError` that suggests the closest known names ("did you mean ...?"), or lists a few known ones
+    when none is close (``list_known=False`` where the `hint` lists them already)."""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     # prefixes and substrings catch what edit distance misses ("res" -> "resnet18")
@@ -56,7 +57,7 @@ def unknown(kind: str, name: str, known: Iterable[str], hint: str = "") -> Unkno
     message = f"unknown {kind} {name!r}"
     if close:
         message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    elif known and len(known) <= 12:
+    elif list_known and known and len(known) <= 12:
         message += "; known: " + ", ".join(known)
     if hint:
         message += f" ({hint})"

@@ -59,7 +59,8 @@ def check_arguments(cls: type, values: Mapping[str, Any], owner: str) -> None:
         return
     for key in values:
         if key not in accepted:
-            raise unknown("hyper-parameter", key, accepted, hint=f"{owner} takes: {', '.join(accepted)}")
+            raise unknown("hyper-parameter", key, accepted, hint=f"{owner} takes: {', '.join(accepted)}",
+                          list_known=False)
     missing = [n for n, p in accepted.items() if p.default is p.empty and n not in values]
     if missing:
         raise ZooError(f"{owner} needs hyper-parameter(s) {', '.join(missing)}")
@@ -153,5 +154,6 @@ def resolve_overrides(assignments: Mapping[str, str], targets: Mapping[str, tupl
                 hit = True
         if not hit:
             names = sorted({k for a in accepted_by.values() if a for k in a} - {"data_dir"})
-            raise unknown("hyper-parameter", key, names, hint=f"{owner} takes: {', '.join(names)}")
+            raise unknown("hyper-parameter", key, names, hint=f"{owner} takes: {', '.join(names)}",
+                          list_known=False)
     return routed

@@ -156,6 +156,12 @@ class _Run:
             raise ZooError(f"{self.spec.name} cannot generate: {e}") from e
 
 
+def _first_line(function: Callable[..., Any]) -> str:
+    """The first line of `function`'s docstring, to go inside a sentence: "the book's preprocessing: ..."."""
+    line = ((function.__doc__ or "").strip().splitlines() or [function.__name__])[0].rstrip(".")
+    return line[:1].lower() + line[1:]
+
+
 def _unknown_note(note: Note, unknown: Sequence[str], what: str) -> None:
     if unknown:
         shown = ", ".join(repr(t) for t in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
@@ -305,15 +311,16 @@ def _continue(r: _Run, prefixes: Sequence[str], runtime: str, provider: str, bea
             raise ZooError("empty prefix: a language model continues at least one character")
         text = preprocess(prefix)
         tokens = tokenize(text, token)
-        if not tokens:
-            raise ZooError(f"prefix {prefix!r} has no tokens once preprocessed as the training text was")
+        if not tokens or not text.strip():  # blank: only what the preprocessing turns into spaces ("123 !!")
+            raise ZooError(f"prefix {prefix!r} has no tokens once preprocessed as the training text was "
+                           f"({_first_line(preprocess)}): it reads as {text!r}")
         if text != prefix:
             changed.append(f"{prefix!r} as {text!r}")
         unknown += [t for t in tokens if t not in vocab and t not in unknown]
         read.append(tokens)
     if changed:  # the continuation starts from what the model read, which the user should not have to guess
         note(f"{len(changed)} prefix{'es' * (len(changed) > 1)} read as the training text was preprocessed "
-             f"({(preprocess.__doc__ or '').strip().splitlines()[0].rstrip('.')}): "
+             f"({_first_line(preprocess)}): "
              + ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else ""))
     _unknown_note(note, unknown, "characters" if token == "char" else "words")
     found = continue_prefixes(r.runner(runtime, provider), [vocab[t] for t in read], num_preds, beam_size=beam)
@@ -338,6 +345,9 @@ def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, b
     cls = r.data_class()
     preprocess = _text_method(cls, "preprocess", "translation")
     encode_source = _text_method(cls, "encode_source", "translation")
+    empty = [i + 1 for i, ref in enumerate(references) if not preprocess(ref).split()]
+    if empty:  # its BLEU would be a silent 0
+        raise ZooError(f"empty --reference (number {', '.join(map(str, empty))}): nothing to score against")
     num_steps = r.data_hparam("num_steps")
     if not isinstance(num_steps, int):
         raise ZooError(f"run {r.dir} records no num_steps for its data: cannot size the translation")

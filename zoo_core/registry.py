@@ -352,9 +352,10 @@ def _registry() -> Registry:
 
 
 def list_models(pattern: str | None = None, chapter: int | None = None, plugin: str | None = None) -> list[ModelSpec]:
-    """Registered models, sorted by chapter then name; `pattern` is a shell glob (``'res*'``) on the name."""
+    """Registered models, sorted by chapter then name; `pattern` is a shell glob (``'res*'``) on the name, in any
+    case (``'LeNet*'`` finds ``lenet``)."""
     specs = [s for s in _registry().models.values()
-             if (pattern is None or fnmatch.fnmatchcase(s.name, pattern))
+             if (pattern is None or fnmatch.fnmatchcase(s.name.lower(), pattern.lower()))
              and (chapter is None or s.chapter == chapter)
              and (plugin is None or s.plugin == plugin)]
     return sorted(specs, key=lambda s: (s.chapter, _section_key(s.section), s.name))
@@ -426,7 +427,11 @@ def build_model(spec: ModelSpec, hparams: Mapping[str, Any]) -> Model:
 
     cls = model_class(spec)
     check_arguments(cls, hparams, f"model {spec.name}")
-    return cls(**hparams).materialize()
+    try:
+        model = cls(**hparams)
+    except (ValueError, TypeError, RuntimeError) as e:  # a value the model refuses (`--set num_hiddens=0`): one line
+        raise ZooError(f"model {spec.name} refuses its hyper-parameters: {' '.join(str(e).split())}") from e
+    return model.materialize()
 
 
 def get_data(name: str, preset: str = "book", data_dir: str | None = None, **hparams: Any) -> DataModule:
