@@ -2,14 +2,15 @@
 
 What a run is asked depends on its model's task (`ModelSpec.task`):
 
-- ``classification`` of images: PNG, JPEG, WebP or GIF files, decoded by torchvision, converted to the channels and size of the
-  model's input spec (``X: float32[batch, C, H, W]``; grey or RGB, a bilinear antialiased resize), pixels divided by
-  255 as the data module does (Fashion-MNIST's ``ToTensor``); the top-5 classes with their probabilities, named by the
-  data class's ``labels``.
+- ``classification`` of images: PNG, JPEG, WebP or GIF files, decoded by torchvision, converted to the channels and
+  size of the model's input spec (``X: float32[batch, C, H, W]``; grey or RGB, a bilinear antialiased resize),
+  pixels divided by 255 as the data module does (Fashion-MNIST's ``ToTensor``); the top-5 classes with their
+  probabilities, named by the data class's ``labels``.
 - ``language-modeling``: each prefix is continued (d2l §9.5.4's ``predict``): it goes through the training text's
   preprocessing and tokenisation (`TimeMachine.preprocess`: lower-case letters and spaces; so "Time" reads as
   "time", where the book would map "T" to ``<unk>``), the state warms up on it, then ``num_preds`` tokens follow,
-  greedy by default (`zoo_core.decoding.continue_prefixes`).
+  greedy by default (`zoo_core.decoding.continue_prefixes`). A prefix the preprocessing changes is said in a note;
+  one it leaves blank (``"123 !!"``) is refused.
 - ``translation``: each sentence is encoded as the book's ``build`` does (`FraEng.encode_source`) and translated
   greedily or with beam search, at most ``num_steps`` tokens (the data's); with references, the book's BLEU (k=2).
   A sentence longer than ``num_steps`` tokens (``<eos>`` included) is refused rather than cut: the book's ``build``
@@ -25,7 +26,6 @@ Every file read (weights, vocabularies, ONNX graphs) is checked against the sha2
 from __future__ import annotations
 
 import re
-
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
