@@ -360,6 +360,30 @@ def test_training_dropout_keeps_with_probability_one_minus_p():
     assert ((fields.float().mean(0) - 0.8).abs() < 0.006).all()
 
 
+
+def test_packed_attention_with_dropout_is_autograds():
+    """`_Attention` (the packed path's attention, its backward written out), dropout on: the output of the formula
+    with the same mask, and a backward that passes gradcheck (float64; every call reseeded to draw that mask), with
+    queries and keys of different lengths and masked keys."""
+    from zoo_attention.transformer import _Attention, _dropout_mask
+
+    g = torch.Generator().manual_seed(0)
+    Q = torch.randn(6, 5, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    K, V = (torch.randn(6, 7, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    bias = torch.zeros(6, 1, 7, dtype=torch.float64)
+    bias[:3, :, 4:] = -1e6  # three rows see their first four keys only
+
+    def attention(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(1)
+        return _Attention.apply(Q, K, V, bias, 0.3)
+
+    torch.manual_seed(1)
+    mask = _dropout_mask((6, 5, 7), 0.3, torch.float64, Q.device)
+    assert 0 < (mask == 0).sum() < mask.numel()
+    expected = ((Q @ K.transpose(1, 2) / 4 + bias).softmax(-1) * mask) @ V
+    torch.testing.assert_close(attention(Q, K, V), expected)
+    assert torch.autograd.gradcheck(attention, (Q, K, V))
+
 # --- the book's data ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.data
