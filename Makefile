@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/zoo-*/pyproject.toml)
 
 demo: $(STAMP)
 	@set -e; \
-	run=$$($(BIN)/zoo train $(DEMO_MODEL) | tail -n 1); \
+	run=$$($(BIN)/zoo train $(DEMO_MODEL)); run=$$(printf '%s\n' "$$run" | tail -n 1); \
 	$(BIN)/zoo export $(DEMO_MODEL) --run "$$run" --onnx; \
 	$(BIN)/zoo verify $(DEMO_MODEL) --run "$$run"; \
 	if [ "$$($(BIN)/zoo info $(DEMO_MODEL) --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["task"])')" = translation ]; then \
