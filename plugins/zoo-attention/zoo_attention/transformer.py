@@ -38,11 +38,11 @@ Training on the CPU takes a faster road to the same loss (`Transformer.packed_lo
 validation loss and every graph use the forward pass): the batch is cut to its longest source and its longest target
 (up to the last label), and every position-wise computation (the embeddings, the projections, the FFNs, the layer
 norms, the output layer and the loss) runs on the positions that matter only, packed into one (tokens, num_hiddens)
-matrix: the valid source positions, and the target positions up to each row's last label. Attention unpacks them
-into padded (batch * heads, steps, d) tensors for `_Attention` (its backward written out). Padded source positions
-are masked out of every attention that could read them and a causal decoder position never sees a later one, so the
-loss and its gradients are those of the forward pass (a test holds them equal); only dropout draws its masks in
-another order (and `_dropout_mask`'s way).
+matrix: the valid source positions, and the target positions up to each row's last label. Attention scatters them
+into padded (batch * heads, steps, d) tensors (`_heads_first`) for `_Attention` (its backward written out). Padded
+source positions are masked out of every attention that could read them and a causal decoder position never sees a
+later one, so the loss and its gradients are those of the forward pass (a test holds them equal); only dropout draws
+its masks in another order (and `_dropout_mask`'s way).
 """
 
 from __future__ import annotations
@@ -208,18 +208,6 @@ def prefix_graph(model: Transformer) -> GraphSpec:
                      summary="the decoder over the whole prefix, uncached: the last position's logits")
 
 
-def _unpack(rows: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Packed rows (N, f) back to a padded (batch, steps, f) tensor of zeros: row ``index[i]`` of the flattened
-    (batch * steps) positions gets ``rows[i]``."""
-    batch, steps = shape
-    return rows.new_zeros(batch * steps, rows.shape[1]).index_copy(0, index, rows).view(batch, steps, -1)
-
-
-def _pack(X: Tensor, index: Tensor) -> Tensor:
-    """(batch, steps, f) -> the rows at flattened positions `index`, (N, f)."""
-    return X.reshape(-1, X.shape[-1]).index_select(0, index)
-
-
 def _dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Dropout's mask for a tensor of `shape` (0 < p < 1): 1 / (1 - p) where an element is kept, with probability
     1 - p, else 0.
@@ -270,10 +258,11 @@ class _Attention(torch.autograd.Function):
     Why not autograd over ``F.softmax`` and ``@``: the book's rows are short (q, k <= 9), and ATen's softmax kernel,
     vectorised along a row, spends 20 ns an element on rows of seven; exp and sums over the whole tensor spend a tenth
     of that. Autograd's matrix products of the (b, heads, steps, d) views copy them, and its gradient of the split
-    heads is a concatenation of transposed views, ATen's slow case. Here the heads come in contiguous, the scale and
-    the mask go into one ``baddbmm``, and the backward is four ``bmm`` and three elementwise passes: the book
-    Transformer's training steps about 5% faster (30 epochs' steps: 12.2-12.5 s before, 11.3-11.9 s after, three
-    alternating runs on a 2-core AMD EPYC with AVX-512, one thread).
+    heads is a concatenation of transposed views, ATen's slow case. Here the heads come in contiguous (`_heads_first`
+    scatters the packed rows straight into place), the scale and the mask go into one ``baddbmm``, and the backward
+    is four ``bmm`` and three elementwise passes. The book Transformer's training steps, 30 epochs, one thread, on a
+    2-core AMD EPYC with AVX-512, three rounds alternating: 12.2-12.5 s with autograd over padded (batch, heads,
+    steps, d) views against 11.3-11.9 s with this Function; then 10.8-11.5 s against 10.6-10.8 s with the scatter.
     """
 
     @staticmethod
@@ -300,12 +289,28 @@ class _Attention(torch.autograd.Function):
         return torch.bmm(d_S, K), torch.bmm(d_S.transpose(1, 2), Q), d_V, None, None
 
 
-def _heads_first(X: Tensor, parts: int, num_heads: int) -> tuple[Tensor, ...]:
-    """(batch, steps, parts * h), `parts` projections side by side (Q, K, V), -> `parts` contiguous (batch * heads,
-    steps, d) tensors, in one copy."""
-    batch, steps = X.shape[:2]
-    X = X.view(batch, steps, parts, num_heads, -1).permute(2, 0, 3, 1, 4)
-    return X.reshape(parts, batch * num_heads, steps, X.shape[-1]).unbind(0)
+def _head_rows(index: Tensor, parts: int, num_heads: int, shape: tuple[int, int]) -> Tensor:
+    """Where packed rows go in padded, heads-first tensors: for the packed position i at flattened position
+    ``index[i] = b * steps + t`` of a (batch, steps) `shape`, the row ``((p * batch + b) * heads + j) * steps + t`` of
+    a (parts * batch * heads * steps, d) buffer holds part p (Q, K or V), head j; (N * parts * heads,), in the order
+    of a packed (N, parts * h) matrix's (N * parts * heads, d) rows."""
+    batch, steps = shape
+    b, t = index.div(steps, rounding_mode="floor"), index.remainder(steps)
+    p = torch.arange(parts, device=index.device)[None, :, None]
+    j = torch.arange(num_heads, device=index.device)[None, None, :]
+    return (((p * batch + b[:, None, None]) * num_heads + j) * steps + t[:, None, None]).view(-1)
+
+
+def _heads_first(rows: Tensor, parts: int, num_heads: int, index: Tensor, shape: tuple[int, int]
+                 ) -> tuple[Tensor, ...]:
+    """Packed rows (N, parts * h), `parts` projections side by side (Q, K, V), at the flattened positions `index` of
+    a (batch, steps) `shape` -> `parts` contiguous (batch * heads, steps, d) tensors, zero at the other positions
+    (the padding: finite, so that masked scores and their gradients stay 0), in one scatter."""
+    batch, steps = shape
+    d = rows.shape[1] // (parts * num_heads)
+    out = rows.new_zeros(parts * batch * num_heads * steps, d)
+    out = out.index_copy(0, _head_rows(index, parts, num_heads, shape), rows.reshape(-1, d))
+    return out.view(parts, batch * num_heads, steps, d).unbind(0)
 
 
 def _packed_attention(attention: MultiHeadAttention, queries: Tensor, keys: Tensor, q_index: Tensor,
@@ -318,16 +323,17 @@ def _packed_attention(attention: MultiHeadAttention, queries: Tensor, keys: Tens
     if queries is keys:  # self-attention: one product for the three projections
         w = torch.cat((a.W_q.weight, a.W_k.weight, a.W_v.weight))
         b = None if a.W_q.bias is None else torch.cat((a.W_q.bias, a.W_k.bias, a.W_v.bias))
-        Q, K, V = _heads_first(_unpack(F.linear(queries, w, b), q_index, q_shape), 3, heads)
+        Q, K, V = _heads_first(F.linear(queries, w, b), 3, heads, q_index, q_shape)
     else:
-        Q, = _heads_first(_unpack(a.W_q(queries), q_index, q_shape), 1, heads)
+        Q, = _heads_first(a.W_q(queries), 1, heads, q_index, q_shape)
         w = torch.cat((a.W_k.weight, a.W_v.weight))
         b = None if a.W_k.bias is None else torch.cat((a.W_k.bias, a.W_v.bias))
-        K, V = _heads_first(_unpack(F.linear(keys, w, b), k_index, k_shape), 2, heads)
-    batch, steps = q_shape
+        K, V = _heads_first(F.linear(keys, w, b), 2, heads, k_index, k_shape)
+    batch = q_shape[0]
     bias = bias.expand(batch, heads, -1, -1).reshape(batch * heads, *bias.shape[2:])
     out = _Attention.apply(Q, K, V, bias, p)                                        # (batch * heads, q, d)
-    return a.W_o(_pack(out.view(batch, heads, steps, -1).transpose(1, 2).reshape(batch, steps, -1), q_index))
+    out = out.reshape(-1, out.shape[-1]).index_select(0, _head_rows(q_index, 1, heads, q_shape))
+    return a.W_o(out.view(len(queries), -1))                                        # (Nq, h) -> W_o
 
 
 class Transformer(EncoderDecoder):
