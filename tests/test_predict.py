@@ -469,6 +469,21 @@ def test_heatmaps_check_their_sizes_against_the_tokens(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_heatmaps_keep_every_label_inside_the_image(tmp_path):
+    """Nothing is cut at the image's edges: the colour bars' labels ("1.00") and long tick labels ("<eos>") once
+    ran past them (a fresh user's report); the outermost pixels are the white background all round."""
+    import matplotlib.image
+
+    from zoo_core.attention_plot import save_heatmaps
+
+    maps = {f"encoder self-attention, block {i}": torch.rand(4, 3, 3).softmax(-1) for i in (1, 2)}
+    maps["decoder cross-attention, block 1"] = torch.rand(4, 3, 3).softmax(-1)
+    path = save_heatmaps(tmp_path / "maps.png", maps, ["go", ".", "<eos>"], ["<bos>", "va", "!"], title="weights")
+    image = matplotlib.image.imread(path)[..., :3]
+    for edge in (image[:, :3], image[:, -3:], image[:3], image[-3:]):
+        assert edge.min() == 1.0
+
+
 def test_a_model_refusing_its_input_is_one_line(runs, cli, monkeypatch):
     """A model's ValueError about its input (gpt-mini: more positions than its positional table) is the user's."""
     from zoo_core import decoding

@@ -99,7 +99,8 @@ def save_heatmaps(path: str | os.PathLike, maps: Mapping[str, Tensor], src_token
         fig.suptitle(title, fontsize=9)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120)
+            # "tight": the constrained layout leaves the colour bars' labels and long tick labels past the edge
+            fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120, bbox_inches="tight", pad_inches=0.1)
     except OSError as e:
         raise ZooError(f"cannot write {path}: {e.strerror or e}") from e
     finally:

@@ -291,7 +291,7 @@ def verify_command(name: str, run: str | None, out: str) -> None:
               help="A reference translation (one per sentence, in order): adds the book's BLEU.")
 @click.option("--attention", type=click.Path(dir_okay=False), metavar="FILE",
               help="Save the attention heatmaps (every layer and head, tokens on the axes) of a translation model "
-                   "with attention to FILE (.png, .pdf, .svg; FILE-1.png, ... for several sentences).")
+                   "with attention to FILE (.png, .pdf, .svg, .jpg; FILE-1.png, ... for several sentences).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict_command(name: str, inputs: tuple[str, ...], run: str | None, out: str, runtime: str, beam: int | None,
                     num_preds: int | None, references: tuple[str, ...], attention: str | None,
