@@ -77,7 +77,7 @@ def main() -> None:
     from zoo_core import get_model, get_spec
     from zoo_core.data.time_machine import TimeMachine
     from zoo_core.decoding import OnnxRunner, continue_prefixes
-    from zoo_core.export import export_graph
+    from zoo_core.onnx_export import export_graph
     from zoo_core.text import Vocab
 
     if args.run:

@@ -52,7 +52,7 @@ from _translation import (RUNTIMES, SENTENCES, alternate, arguments, bleu_at_lea
 import zoo_core
 from zoo_attention.transformer import prefix_graph
 from zoo_core.devices import flush_denormals, keep_freed_memory
-from zoo_core.export import export_graph
+from zoo_core.onnx_export import export_graph
 from zoo_core.parity import _session
 from zoo_core.text import BOS, EOS
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from zoo_core import GraphSpec, Model
 from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, continue_prefixes, greedy
-from zoo_core.export import export_graph
+from zoo_core.onnx_export import export_graph
 
 EOS, A, B, C, BOS = range(5)  # the book example's tokens; BOS is never predicted
 

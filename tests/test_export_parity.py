@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo_core import Model, TensorSpec, ZooError, check_parity, export_onnx, get_model, get_spec
-from zoo_core.export import dynamic_shapes
+from zoo_core.onnx_export import dynamic_shapes
 from zoo_core.parity import CUDA, cuda_unavailable_reason
 
 
@@ -100,3 +100,16 @@ def test_the_torchscript_fallback_exports_with_the_same_names_and_dynamic_dims(t
     assert info["inputs"] == [{"name": "X", "dtype": "float32", "shape": ["batch", 1, 28, 28]}]
     assert info["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}]
     assert check_parity(model, tmp_path / "model.onnx", (torch.rand(5, 1, 28, 28),)).passed
+
+
+def test_the_python_api_exports_once_the_exporter_is_loaded(tmp_path):
+    """The README's "From Python": ``zoo_core.train`` then ``zoo_core.export`` in one process. `zoo_core.export` is
+    the workflow (`zoo_core.workflows.export`) even once the exporter's module has been imported, as training and
+    `export_onnx` import it: when that module was ``zoo_core/export.py``, its import rebound the package's
+    ``export`` to the module, and the README's last line raised "'module' object is not callable"."""
+    import zoo_core
+    import zoo_core.onnx_export  # noqa: F401
+
+    run = zoo_core.train("softmax", preset="tiny", epochs=1, out=tmp_path, log=lambda line: None)
+    files = zoo_core.export("softmax", run=str(run), out=tmp_path, log=lambda line: None)
+    assert (run / "model.onnx") in files

@@ -11,7 +11,7 @@ from torch import nn
 
 from zoo_core import GraphSpec, Model, TensorSpec, ZooError, check_parity
 from zoo_core.data import DataModule
-from zoo_core.export import export_graph, parity_dims, trace_dims
+from zoo_core.onnx_export import export_graph, parity_dims, trace_dims
 from zoo_core.metrics import MetricAccumulator
 from zoo_core.trainer import Trainer
 

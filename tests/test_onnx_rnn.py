@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from zoo_core import GraphSpec, Model, ZooError, check_parity
-from zoo_core.export import export_graph, parity_dims, trace_dims
+from zoo_core.onnx_export import export_graph, parity_dims, trace_dims
 from zoo_core.onnx_rnn import route_recurrent_modules
 
 I, H = 4, 5

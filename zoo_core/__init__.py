@@ -49,7 +49,7 @@ _LAZY = {
     "channels_last": "zoo_core.devices",
     "save_weights": "zoo_core.weights",
     "load_weights": "zoo_core.weights",
-    "export_onnx": "zoo_core.export",
+    "export_onnx": "zoo_core.onnx_export",
     "check_parity": "zoo_core.parity",
     "ParityResult": "zoo_core.parity",
     "train": "zoo_core.workflows",
@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy names
     from zoo_core.data import (  # noqa: F401
         BOOK_URL, DataFile, DataModule, TensorLoader, find_data_files, seeded_generator,
     )
-    from zoo_core.export import export_onnx  # noqa: F401
+    from zoo_core.onnx_export import export_onnx  # noqa: F401
     from zoo_core.model import Classifier, Model  # noqa: F401
     from zoo_core.parity import ParityResult, check_parity  # noqa: F401
     from zoo_core.devices import channels_last, resolve_device  # noqa: F401

@@ -5,7 +5,7 @@ decomposition steps through time in Python, which specialises the sequence lengt
 (pytorch/pytorch#115092, #126339). torch 2.14's ONNX exporter swaps in a ``while_loop`` decomposition of GRU and
 LSTM while capturing, but its later ``run_decompositions`` recomputes the shapes with the Python loop again (what
 pytorch/pytorch#193192 fixes), so the ONNX file still declares the traced length, which ONNX Runtime then holds to
-(`zoo_core.export._check_dynamic` catches that and fails the export).
+(`zoo_core.onnx_export._check_dynamic` catches that and fails the export).
 
 The fix, for every model of the zoo at once, without touching model code (which keeps calling cuDNN/ATen's fused
 kernels in training):
@@ -21,7 +21,7 @@ kernels in training):
   ONNX's (GRU r,z,n -> z,r,h with ``linear_before_reset=1``, which is PyTorch's formulation; LSTM i,f,g,o -> i,o,f,c),
   so the sequence length stays symbolic in the ONNX graph.
 
-`zoo_core.export.export_graph` uses both. Not supported, with a one-line `ZooError`: `nn.LSTM(proj_size>0)`
+`zoo_core.onnx_export.export_graph` uses both. Not supported, with a one-line `ZooError`: `nn.LSTM(proj_size>0)`
 (ONNX's LSTM has no projection), dropout between layers in training mode (export runs in eval mode, where there is
 none) and `PackedSequence` input (which torch.export cannot trace anyway: without an initial state, torch's own
 ``nn.GRU.forward`` fails first, with the exporter's error).

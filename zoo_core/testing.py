@@ -144,7 +144,7 @@ def generation_graphs(model_name: str, preset: str = "tiny") -> list[GraphSpec]:
 def export_graphs(model: Any, graphs: Iterable[GraphSpec], folder: Path) -> dict[str, Path]:
     """Each of `graphs` of `model` exported to ``folder/<name>.onnx``: {name: path}, as `zoo_core.decoding.OnnxRunner`
     takes them."""
-    from zoo_core.export import export_graph
+    from zoo_core.onnx_export import export_graph
 
     files = {}
     for graph in graphs:
@@ -159,7 +159,7 @@ def assert_parity_at_untraced_sizes(model: Any, graph: GraphSpec, path: Path, *,
     `check_parity`'s) at `parity_dims`: a batch size and every other symbolic dimension unlike those export traced
     at, so that a size the trace fixed into the graph fails here rather than on a user's first other input."""
     from zoo_core import check_parity
-    from zoo_core.export import parity_dims, trace_dims
+    from zoo_core.onnx_export import parity_dims, trace_dims
 
     dims = parity_dims(graph)
     assert all(dims[d] != size for d, size in trace_dims(graph).items())
@@ -518,7 +518,7 @@ class ModelContract:
         import torch
 
         from zoo_core import check_parity, get_model, get_spec
-        from zoo_core.export import export_graph, parity_dims, trace_dims
+        from zoo_core.onnx_export import export_graph, parity_dims, trace_dims
 
         spec = get_spec(model_name)
         model = get_model(model_name, preset=self.preset)
@@ -546,7 +546,7 @@ class ModelContract:
 
         from zoo_core import get_model, get_spec
         from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
-        from zoo_core.export import export_graph, parity_dims
+        from zoo_core.onnx_export import export_graph, parity_dims
 
         spec = get_spec(model_name)
         graphs = [g for g in spec.graph_specs(self.preset) if g.role in ("encoder", "step")]

@@ -244,7 +244,7 @@ def _built_io(spec: ModelSpec, preset: str, model: Model) -> tuple[tuple[TensorS
     """The forward pass's input and output specs of the model as built: the preset's, with the fixed sizes that
     ``--set`` changed (``num_outputs=12`` makes the logits ``[batch, 12]``) taken from the model (one forward pass
     on trace-size inputs, as the ONNX export does)."""
-    from zoo_core.export import concrete_graph
+    from zoo_core.onnx_export import concrete_graph
 
     graph = concrete_graph(model, GraphSpec("model", *spec.io(preset)))
     return graph.inputs, graph.outputs
@@ -372,10 +372,10 @@ def load_run_model(spec: ModelSpec, run_dir: Path, manifest: dict[str, Any]) -> 
 
 
 def run_graphs(spec: ModelSpec, manifest: dict[str, Any], model: Model | None = None) -> tuple[GraphSpec, ...]:
-    """The graphs of a run's model, with the sizes of the model it built (`zoo_core.export.concrete_graph`: a
+    """The graphs of a run's model, with the sizes of the model it built (`zoo_core.onnx_export.concrete_graph`: a
     ``--set`` may have changed the vocabulary or hidden sizes its preset declares). `model` is the run's model, or
     None to build one from the manifest's hyper-parameters (its weights are not needed for shapes)."""
-    from zoo_core.export import concrete_graph
+    from zoo_core.onnx_export import concrete_graph
 
     model = model if model is not None else build_model(spec, manifest["hparams"])
     return tuple(concrete_graph(model, g) for g in spec.graph_specs(manifest["preset"]))
@@ -383,7 +383,7 @@ def run_graphs(spec: ModelSpec, manifest: dict[str, Any], model: Model | None = 
 
 def _parity(spec: ModelSpec, model: Model, graph: GraphSpec, onnx_path: Path) -> dict[str, dict[str, Any]]:
     """Parity of one graph on ONNX Runtime's CPU provider (and CUDA where present), at sizes export did not trace."""
-    from zoo_core.export import parity_dims
+    from zoo_core.onnx_export import parity_dims
     from zoo_core.parity import CPU, CUDA, check_parity, cuda_unavailable_reason
 
     torch.manual_seed(0)
@@ -428,7 +428,7 @@ def export(name: str, *, run: str | None = None, out: str | Path = "artifacts", 
         log(f"{WEIGHTS}: {model.num_params():,} parameters load into {type(model).__name__}")
         return [run_dir / WEIGHTS]
 
-    from zoo_core.export import export_graph
+    from zoo_core.onnx_export import export_graph
 
     graphs = {}
     for graph in run_graphs(spec, manifest, model):

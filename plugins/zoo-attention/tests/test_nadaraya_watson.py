@@ -186,7 +186,7 @@ def test_bad_hyper_parameters_are_clear_errors() -> None:
 def test_every_kernel_exports_with_onnx_runtime_parity(kernel: str, tmp_path) -> None:
     """The contract suite exports the tiny (trainable gaussian) preset; the other kernels export too."""
     from zoo_core import check_parity, get_spec
-    from zoo_core.export import export_graph, parity_dims
+    from zoo_core.onnx_export import export_graph, parity_dims
 
     (graph,) = get_spec("nadaraya-watson").graph_specs("book")
     model = NadarayaWatson(kernel=kernel).eval()

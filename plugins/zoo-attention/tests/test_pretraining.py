@@ -10,7 +10,7 @@ import torch
 from zoo_attention.pretraining import BERTMini, GPTMini
 from zoo_core import ZooError
 from zoo_core.decoding import OnnxRunner, TorchRunner, continue_prefixes
-from zoo_core.export import export_graph
+from zoo_core.onnx_export import export_graph
 from zoo_core.text import Vocab
 
 V = 28

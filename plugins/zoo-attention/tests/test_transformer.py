@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo_core import get_data, get_model, get_spec
-from zoo_core.export import export_graph
+from zoo_core.onnx_export import export_graph
 from zoo_core.parity import _session
 from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_translation_equals_pytorch,
                               assert_packed_loss_without_labels_is_zero, assert_predict_step_is_greedy,

@@ -250,7 +250,7 @@ def test_zero_blocks_is_an_error() -> None:
 def test_book_size_onnx_parity(tmp_path) -> None:
     """The book-size network through ONNX Runtime (the contract suite exports the tiny one)."""
     from zoo_core import check_parity, get_model, get_spec
-    from zoo_core.export import export_graph, parity_dims
+    from zoo_core.onnx_export import export_graph, parity_dims
 
     spec = get_spec("vit")
     model = get_model("vit", preset="book").eval()

@@ -200,7 +200,7 @@ class TransformerDecoderPrefix(nn.Module):
 
 def prefix_graph(model: Transformer) -> GraphSpec:
     """The `GraphSpec` of `model`'s uncached ``decoder_prefix`` graph (export it with
-    `zoo_core.export.export_graph`): the cached step's inputs, the target prefix instead of one token and the cache."""
+    `zoo_core.onnx_export.export_graph`): the cached step's inputs, the target prefix instead of one token and the cache."""
     d, blks, heads = model.num_hiddens // model.num_heads, model.num_blks, model.num_heads
     memory = [f"cross_{n}: float32[batch, {blks}, {heads}, src_seq, {d}]" for n in ("K", "V")]
     return GraphSpec(PREFIX_GRAPH, ("tgt: int64[batch, tgt_seq]", *memory, "cross_bias: float32[batch, 1, 1, src_seq]"),

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from zoo_core import GraphSpec, Model, check_parity
-from zoo_core.export import export_graph, parity_dims
+from zoo_core.onnx_export import export_graph, parity_dims
 from zoo_modern_rnn.bidirectional import BiGRU, BiRNNScratch, load_from_torch, merge_directions
 
 NUM_STEPS, BATCH, NUM_INPUTS, NUM_HIDDENS = 6, 3, 5, 4

@@ -115,7 +115,7 @@ def test_gru_graphs_match_onnx_runtime_with_a_large_b_hn(name, tmp_path):
     """Both graphs hold nn.GRU as ONNX's GRU operator: with b_hn far from zero, a wrong linear_before_reset
     (onnxscript 0.5.7-0.7.0 wrote 0) would be off by far more than the tolerance. At an untraced batch and length."""
     from zoo_core import check_parity
-    from zoo_core.export import export_graph, parity_dims
+    from zoo_core.onnx_export import export_graph, parity_dims
 
     spec = get_spec(name)
     model = get_model(name, "tiny").eval()
@@ -144,7 +144,7 @@ def test_continuations_on_onnx_runtime_equal_pytorchs(name, tmp_path):
     and from PyTorch: the same tokens (issue 8's export check, on the tiny preset with weights spread enough that
     the choices are not near-ties)."""
     from zoo_core.decoding import OnnxRunner, TorchRunner, continue_prefixes
-    from zoo_core.export import export_graph
+    from zoo_core.onnx_export import export_graph
 
     spec = get_spec(name)
     model = get_model(name, "tiny").eval()

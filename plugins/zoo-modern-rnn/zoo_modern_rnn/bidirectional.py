@@ -18,7 +18,7 @@ Two public blocks with the same call and the same shapes, so that one replaces t
 ``rnn.num_outputs == 2 * num_hiddens`` is the output width (the book doubles ``num_hiddens`` itself for that).
 Both are built from `nn.Module`s only (no `zoo_core.Model`): an encoder owns one as a submodule.
 
-Export: `BiGRU` exports through `zoo_core.export.export_graph` with the time axis symbolic (ONNX's ``GRU``
+Export: `BiGRU` exports through `zoo_core.onnx_export.export_graph` with the time axis symbolic (ONNX's ``GRU``
 operator with ``direction="bidirectional"``, `zoo_core.onnx_rnn`). `BiRNNScratch` is a Python loop over time: its
 export keeps the batch symbolic and fixes the length.
 """

@@ -166,7 +166,7 @@ def test_exported_forward_keeps_seq_symbolic(tmp_path):
     import onnxruntime
 
     from zoo_core import get_spec
-    from zoo_core.export import export_graph
+    from zoo_core.onnx_export import export_graph
 
     model = get_model("rnn-lm", preset="tiny").eval()
     (graph,) = [g for g in get_spec("rnn-lm").graph_specs("tiny") if g.name == "model"]
@@ -190,7 +190,7 @@ def test_continuations_on_onnx_runtime_equal_pytorchs(name, tmp_path):
     from the exported step graph on ONNX Runtime as from PyTorch (weights spread enough to avoid near-ties)."""
     from zoo_core import get_spec
     from zoo_core.decoding import OnnxRunner, TorchRunner, continue_prefixes
-    from zoo_core.export import export_graph
+    from zoo_core.onnx_export import export_graph
 
     scratch, concise = shared_weights()
     model = scratch if name == "rnn-lm-scratch" else concise
