@@ -256,8 +256,8 @@ class _Attention(torch.autograd.Function):
         A = softmax(Q K^T / sqrt(d) + bias);   out = dropout(A) V
 
     Why not autograd over ``F.softmax`` and ``@``: the book's rows are short (q, k <= 9), and ATen's softmax kernel,
-    vectorised along a row, spends 20 ns an element on rows of seven; exp and sums over the whole tensor spend a tenth
-    of that. Autograd's matrix products of the (b, heads, steps, d) views copy them, and its gradient of the split
+    vectorised along a row, spends 19 ns an element on rows of seven; exp and sums over the whole tensor spend 4 ns
+    (a (512, 7, 7) tensor: 467 against 98 us). Autograd's matrix products of the (b, heads, steps, d) views copy them, and its gradient of the split
     heads is a concatenation of transposed views, ATen's slow case. Here the heads come in contiguous (`_heads_first`
     scatters the packed rows straight into place), the scale and the mask go into one ``baddbmm``, and the backward
     is four ``bmm`` and three elementwise passes. The book Transformer's training steps, 30 epochs, one thread, on a
