@@ -200,7 +200,8 @@ class TransformerDecoderPrefix(nn.Module):
 
 def prefix_graph(model: Transformer) -> GraphSpec:
     """The `GraphSpec` of `model`'s uncached ``decoder_prefix`` graph (export it with
-    `zoo_core.onnx_export.export_graph`): the cached step's inputs, the target prefix instead of one token and the cache."""
+    `zoo_core.onnx_export.export_graph`): the cached step's inputs, the target prefix instead of one token and the
+    cache."""
     d, blks, heads = model.num_hiddens // model.num_heads, model.num_blks, model.num_heads
     memory = [f"cross_{n}: float32[batch, {blks}, {heads}, src_seq, {d}]" for n in ("K", "V")]
     return GraphSpec(PREFIX_GRAPH, ("tgt: int64[batch, tgt_seq]", *memory, "cross_bias: float32[batch, 1, 1, src_seq]"),
@@ -257,12 +258,13 @@ class _Attention(torch.autograd.Function):
 
     Why not autograd over ``F.softmax`` and ``@``: the book's rows are short (q, k <= 9), and ATen's softmax kernel,
     vectorised along a row, spends 19 ns an element on rows of seven; exp and sums over the whole tensor spend 4 ns
-    (a (512, 7, 7) tensor: 467 against 98 us). Autograd's matrix products of the (b, heads, steps, d) views copy them, and its gradient of the split
-    heads is a concatenation of transposed views, ATen's slow case. Here the heads come in contiguous (`_heads_first`
-    scatters the packed rows straight into place), the scale and the mask go into one ``baddbmm``, and the backward
-    is four ``bmm`` and three elementwise passes. The book Transformer's training steps, 30 epochs, one thread, on a
-    2-core AMD EPYC with AVX-512, three rounds alternating: 12.2-12.5 s with autograd over padded (batch, heads,
-    steps, d) views against 11.3-11.9 s with this Function; then 10.8-11.5 s against 10.6-10.8 s with the scatter.
+    (a (512, 7, 7) tensor: 467 against 98 us). Autograd's matrix products of the (b, heads, steps, d) views copy
+    them, and its gradient of the split heads is a concatenation of transposed views, ATen's slow case. Here the
+    heads come in contiguous (`_heads_first` scatters the packed rows straight into place), the scale and the mask go
+    into one ``baddbmm``, and the backward is four ``bmm`` and three elementwise passes. The book Transformer's
+    training steps, 30 epochs, one thread, on a 2-core AMD EPYC with AVX-512, three rounds alternating: 12.2-12.5 s
+    with autograd over padded (batch, heads, steps, d) views against 11.3-11.9 s with this Function; then 10.8-11.5 s
+    against 10.6-10.8 s with the scatter.
     """
 
     @staticmethod
