@@ -11,6 +11,10 @@ import time
 from typing import Any, Callable, Iterator
 
 
+GEMM_OPS = frozenset({"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::addmv_",
+                      "aten::mv", "aten::addmv"})  # the matrix products, whose FLOPs FlopCounterMode counts
+
+
 def timed_steps(batches: Iterator[Any], step: Callable[[Any, Callable[[], None]], int]) -> list[list[float]]:
     """The CPU time (process time) of every step over `batches`: getting the batch, then each phase of
     ``step(batch, mark)``, which calls ``mark()`` at the end of each phase and returns the step's weight (its target
@@ -35,8 +39,8 @@ def timed_steps(batches: Iterator[Any], step: Callable[[Any, Callable[[], None]]
 def epoch_profile(epoch: Callable[[], None], steps: int, cpu_epochs: int) -> dict[str, Any]:
     """Where an epoch of `steps` training steps spends its time, after one warm-up epoch: CPU time per step over
     `cpu_epochs` epochs (process time, which a busy machine's time-slicing does not inflate as it does wall time), the
-    FLOPs of one epoch (FlopCounterMode), and the operators taking the most self CPU time in one epoch
-    (torch.profiler), per step."""
+    FLOPs of one epoch (FlopCounterMode), and, per step, the operators taking the most self CPU time in one epoch
+    (torch.profiler), the self CPU time of the matrix products (`GEMM_OPS`) and the number of operator calls."""
     from torch.profiler import profile
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,6 +55,9 @@ def epoch_profile(epoch: Callable[[], None], steps: int, cpu_epochs: int) -> dic
         epoch()
     ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in ops)
+    gemm = sum(e.self_cpu_time_total for e in ops if e.key in GEMM_OPS)
     return {"gflop_per_epoch": round(fc.get_total_flops() / 1e9, 2), "steps": steps,
             "cpu_ms_per_step": round(cpu_ms, 1), "self_cpu_ms_per_step": round(total / 1e3 / steps, 1),
+            "gemm_self_cpu_ms_per_step": round(gemm / 1e3 / steps, 1),
+            "op_calls_per_step": round(sum(e.count for e in ops) / steps),
             "top_ops_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / steps, 1) for e in ops[:10]}}
