@@ -125,9 +125,11 @@ def summary(runs: list[dict]) -> dict:
             "val_ppl_median": round(statistics.median(r["val_ppl"] for r in runs), 4), "runs": runs}
 
 
-def matched(name: str, tokens: int) -> dict:
-    """The figures of the model whose training tokens `name` matches (`MATCHED`), from its results file."""
+def matched(name: str, tokens: int, results: str | None = None) -> dict:
+    """The figures of the model whose training tokens `name` matches (`MATCHED`), from its results file (`results`,
+    if given: a file with a row of that model measured on this machine)."""
     other, path = MATCHED[name]
+    path = Path(results).resolve() if results else path
     row = {"model": other, "training_tokens": tokens, "results_file": str(path.relative_to(ROOT))}
     try:
         found = json.loads(path.read_text())["models"][other]
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--reference-threads", default="same",
                         help="'same' (as --threads), a number, or 'same,default' to add runs at torch's default")
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
+    parser.add_argument("--matched-results", default=None,
+                        help="results file with the matched model's row (gpt-mini: gru-lm's), default: MATCHED's")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "language_models.json"))
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -191,7 +195,7 @@ def main() -> None:
             elif reference is None:
                 row["reference"] = "none: d2l has no such model"
                 if name in MATCHED:
-                    row["matched"] = matched(name, epochs * NUM_TRAIN * 32)
+                    row["matched"] = matched(name, epochs * NUM_TRAIN * 32, args.matched_results)
             else:
                 row["reference"] = f"not run: no d2l-reference command at {args.reference!r}"
             if epochs == book_epochs and target_ppl is not None:
