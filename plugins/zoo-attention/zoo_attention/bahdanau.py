@@ -265,7 +265,8 @@ class _AttentionDecoder(torch.autograd.Function):
                         d_above.mul_(drop[k][sl])
             # the attention: c = dropout(a) V, a = softmax(masked F w_v), F = tanh(q + K)
             d_c = torch.mm(D_gi[0][sl], W_c)                                           # (n, H)
-            d_ad = torch.bmm(enc[:n], d_c.unsqueeze(2)).squeeze(2)                     # (n, m)
+            # (n, m): a product and a sum, 6x faster here than bmm's n matrix-vector products (351 -> 55 µs)
+            d_ad = (enc[:n] * d_c.unsqueeze(1)).sum(2)
             d_enc[:n].baddbmm_(AD[sl].unsqueeze(2), d_c.unsqueeze(1))
             d_a = d_ad * att_mask[sl] if att_mask is not None else d_ad
             a = A[sl]
