@@ -10,8 +10,10 @@ Everything is measured in this run, on this machine, at ``--threads`` torch thre
   best of five timings each): no GEMM of the step can run faster.
 - the zoo's training step (book preset, the batches the Trainer draws, its CPU settings: freed memory kept, subnormals
   flushed), through `_cpu_profile.epoch_profile`: FLOPs a step (FlopCounterMode counts the matrix products; the
-  packed CPU losses compute none that the loss does not need), CPU ms a step, the self CPU ms of its matrix products
-  and its operator calls (torch.profiler).
+  packed CPU losses skip the products whose results the loss never reads, such as the padding's position-wise work,
+  except in the attention's small batched products, a few percent of the FLOPs), CPU ms a step, the self CPU ms of
+  its matrix products and its operator calls (torch.profiler). So the floor below is what the book's computation
+  itself needs from the matrix unit, not an artefact of the zoo's implementation.
 - the reference: ``d2l-reference MODEL --epochs N --seed 0`` with ``OMP_NUM_THREADS`` = threads; its ms a step is its
   training seconds over its steps, the measure its target tokens/s (the 3x target's denominator) comes from.
 - the verdict, per model: ``budget_ms`` (the reference's step / 3), ``gemm_floor_ms`` (FLOPs / peak) and its share of
