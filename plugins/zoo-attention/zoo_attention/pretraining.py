@@ -130,7 +130,7 @@ class GPTMini(LanguageModel):
     def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
         """The empty cache: K and V of shape (batch, num_blks, heads, 0, d)."""
         d = self.num_hiddens // self.num_heads
-        empty = torch.zeros(batch_size, self.num_blks, self.num_heads, 0, d, device=device or self._device())
+        empty = torch.zeros(batch_size, self.num_blks, self.num_heads, 0, d, device=device or self.device)
         return empty, empty.clone()
 
     def forward_step(self, tokens: Tensor, K: Tensor, V: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,7 +145,7 @@ class GPTMini(LanguageModel):
     def graph_inputs(self, name: str, dims: Mapping[str, int]) -> tuple[Tensor, ...]:
         """``step``: random tokens (batch,) and a random cache (batch, num_blks, heads, past, d) ~ N(0, 1)."""
         if name == "step":
-            device, d = self._device(), self.num_hiddens // self.num_heads
+            device, d = self.device, self.num_hiddens // self.num_heads
             shape = (dims["batch"], self.num_blks, self.num_heads, dims["past"], d)
             return (torch.randint(0, self.vocab_size, (dims["batch"],), device=device),
                     torch.randn(shape, device=device), torch.randn(shape, device=device))

@@ -57,7 +57,7 @@ class _RecurrentLM(LanguageModel):
 
     def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
         shape = (batch_size, self.num_layers, self.num_hiddens) if self.layered else (batch_size, self.num_hiddens)
-        return tuple(torch.zeros(shape, device=device or self._device()) for _ in self.state_names)
+        return tuple(torch.zeros(shape, device=device or self.device) for _ in self.state_names)
 
     def rnn_state(self, state: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, Tensor]:
         """The language model's state -> the recurrent layer's."""

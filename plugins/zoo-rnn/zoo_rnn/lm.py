@@ -15,8 +15,9 @@ The subclass contract (chapter 9's `zoo_rnn.rnn` and chapter 10's gated models f
 - ``forward(X)``: ``X`` int64 (batch, seq) -> logits float32 (batch, seq, vocab_size), from the zero state;
 - ``state_names``: the names of the state tensors (``("H",)``; an LSTM's ``("H", "C")``), in the order that
   `begin_state` returns them and `forward_step` takes and returns them;
-- ``begin_state(batch_size)``: the zero state, a tuple of batch-major tensors ((batch, num_hiddens), or
-  (batch, num_layers, num_hiddens) for stacked layers: a transposed ``nn.GRU`` state);
+- ``begin_state(batch_size, device=None)``: the zero state, a tuple of batch-major tensors ((batch, num_hiddens),
+  or (batch, num_layers, num_hiddens) for stacked layers: a transposed ``nn.GRU`` state), on `device` or else on the
+  model's (`LanguageModel.device`);
 - ``forward_step(tokens, *state)``: tokens int64 (batch,) -> ``(logits (batch, vocab_size), *new state)``;
   feeding a sequence through it token by token from `begin_state` gives `forward`'s logits position by position;
 - `forward` exports with a dynamic ``seq`` when it runs torch's recurrent modules (`zoo_core.onnx_rnn`); a model
@@ -98,7 +99,7 @@ class LanguageModel(Model):
 
     def graph_inputs(self, name: str, dims: Mapping[str, int]) -> tuple[Tensor, ...]:
         """``model``: random tokens (batch, seq); ``step``: random tokens (batch,) and a random state in [-1, 1)."""
-        device = self._device()
+        device = self.device
         if name == "model":
             return (torch.randint(0, self.vocab_size, (dims["batch"], dims["seq"]), device=device),)
         if name == "step":
@@ -107,7 +108,9 @@ class LanguageModel(Model):
                     *(torch.rand_like(s) * 2 - 1 for s in state))
         return super().graph_inputs(name, dims)
 
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (what `begin_state` uses when it is given no device)."""
         return next(self.parameters()).device
 
     # --- generation ----------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class RNNLMScratch(LanguageModel):
         return self.output_layer(outputs).transpose(0, 1)  # time-major logits, seen batch-major
 
     def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
-        return (torch.zeros(batch_size, self.num_hiddens, device=device or self._device()),)
+        return (torch.zeros(batch_size, self.num_hiddens, device=device or self.device),)
 
     def forward_step(self, tokens: Tensor, H: Tensor) -> tuple[Tensor, Tensor]:  # (batch,), (batch, num_hiddens)
         _, H = self.rnn.recur(gather_input_terms(*self.rnn.input_weights(), tokens[None]), H)
@@ -197,7 +197,7 @@ class RNNLM(LanguageModel):
         return self.linear(outputs).transpose(0, 1)  # time-major logits, seen batch-major
 
     def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
-        return (torch.zeros(batch_size, self.num_hiddens, device=device or self._device()),)
+        return (torch.zeros(batch_size, self.num_hiddens, device=device or self.device),)
 
     def forward_step(self, tokens: Tensor, H: Tensor) -> tuple[Tensor, Tensor]:  # (batch,), (batch, num_hiddens)
         H, _ = self.cell()(H, self.input_terms(tokens))
