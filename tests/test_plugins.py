@@ -342,6 +342,43 @@ def test_the_readme_plugin_gets_the_contract_suite(plugin_factory, tmp_path):
     assert "test_card_matches_built_model[acme-mlp-tiny]" in bad.stdout and "1 failed" in bad.stdout
 
 
+def readme_generation_plugin(site, plugin_factory, replace: tuple[str, str] | None = None) -> Path:
+    """README's "A generation model" (acme-charlm) as an installed distribution: its ``acme_charlm/*.py`` blocks,
+    with `replace` (old, new) applied to its plugin module (old must occur)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    files = {m.group(1): m.group(2) for m in re.finditer(r"```python\n# (acme_charlm/\S+)\n(.*?)```", readme, re.S)}
+    assert set(files) == {"acme_charlm/plugin.py", "acme_charlm/model.py"}
+    if replace is not None:
+        assert replace[0] in files["acme_charlm/plugin.py"]
+        files["acme_charlm/plugin.py"] = files["acme_charlm/plugin.py"].replace(*replace)
+    entry = re.search(r'\n(acme-charlm) = "(acme_charlm\.plugin)"\n', readme)
+    return plugin_factory(site, "acme-charlm", {"acme_charlm/__init__.py": "", **files}, {entry[1]: entry[2]})
+
+
+def test_the_readme_generation_plugin_gets_the_contract_suite(plugin_factory, tmp_path):
+    """README's language-model plugin passes the whole contract suite (ONNX Runtime's greedy and beam search tokens
+    included); a card whose step graph declares another state size than the model's, or a language model without a
+    step graph, fails it with a sentence that says so."""
+    good = run_contract(tmp_path, pythonpath(readme_generation_plugin(tmp_path / "good", plugin_factory)),
+                        'plugin = "acme-charlm"')
+    assert good.returncode == 0 and "failed" not in good.stdout, good.stdout[-3000:]
+    assert "skipped" not in good.stdout  # the generation test ran, it did not skip
+
+    wrong = readme_generation_plugin(tmp_path / "wrong", plugin_factory, ('{"H": (hidden,)}', '{"H": (hidden + 1,)}'))
+    card = run_contract(tmp_path, pythonpath(wrong), 'plugin = "acme-charlm"', "-k", "card_matches")
+    assert card.returncode == 1 and "2 failed" in card.stdout, card.stdout[-3000:]
+    assert ("preset tiny, graph step: Model.graph_inputs gives input H: shape (2, 8) does not fit "
+            "H: float32[batch, 9]") in card.stdout
+
+    mute = readme_generation_plugin(tmp_path / "mute", plugin_factory, (
+        ',\n                  graphs=lm_graphs(28, {"H": (hidden,)}))', ")"))
+    step = run_contract(tmp_path, pythonpath(mute), 'plugin = "acme-charlm"', "-k", "generation_on_onnx")
+    assert step.returncode == 1 and "1 failed" in step.stdout, step.stdout[-3000:]
+    assert "a language-modeling model declares no step graph, so zoo predict cannot decode with it" in step.stdout
+
+
 def test_the_readme_plugins_dataset_reads_its_file_and_checks_it(plugin_factory, tmp_path, zoo):
     """The README's dataset on its real file: found through --data-dir, checked against its SHA-1, trained on; a
     file that does not match, or none, is one line naming it."""

@@ -42,6 +42,7 @@ from zoo_core.registry import ModelSpec, data_class, get_data_spec
 from zoo_core.workflows import WEIGHTS, finished_run, load_run_model, run_graphs
 
 TASKS = ("classification", "language-modeling", "translation")
+GENERATION_TASKS = ("language-modeling", "translation")  # decoded through a step graph (`zoo_core.decoding`)
 RUNTIMES = ("torch", "onnx")
 TOP_K = 5
 NUM_PREDS = 20  # the book's continuation length (d2l §9.5: ``predict('it has', 20, ...)``)
@@ -174,7 +175,7 @@ def _check_options(task: str, beam: int | None, num_preds: int | None, reference
         raise ZooError(f"--beam must be at least 1, got {beam}")
     if num_preds is not None and num_preds < 1:
         raise ZooError(f"--num-preds must be at least 1, got {num_preds}")
-    wrong = [opt for opt, given, tasks in (("--beam", beam is not None, ("language-modeling", "translation")),
+    wrong = [opt for opt, given, tasks in (("--beam", beam is not None, GENERATION_TASKS),
                                           ("--num-preds", num_preds is not None, ("language-modeling",)),
                                           ("--reference", bool(references), ("translation",)),
                                           ("--attention", attention is not None, ("translation",)))

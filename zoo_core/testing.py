@@ -393,10 +393,12 @@ class ModelContract:
 
     @pytest.mark.parametrize("preset_name", ["tiny", "book"])
     def test_card_matches_built_model(self, model_name: str, preset_name: str) -> None:
-        """`zoo info`'s figures (parameter count, input and output specs) are those of the built model."""
+        """`zoo info`'s figures (parameter count, input and output specs, every graph's) are those of the built
+        model."""
         import torch
 
         from zoo_core import get_model, get_spec
+        from zoo_core.onnx_export import trace_dims
 
         spec = get_spec(model_name)
         model = get_model(model_name, preset=preset_name).eval()
@@ -407,6 +409,18 @@ class ModelContract:
             _check_shapes(xs, inputs, batch_size, "input")
             with torch.no_grad():
                 _check_shapes(_as_tuple(model(*xs)), outputs, batch_size, "output")
+        # the other graphs (an encoder, a decoding step) as their specs declare them: export takes a graph's fixed
+        # sizes from the built model (``--set`` may change them), so only this test sees a card that is wrong
+        for graph in spec.graph_specs(preset_name):
+            if graph.name == "model":
+                continue  # its specs are the card's inputs and outputs, checked above
+            dims = trace_dims(graph)
+            args = tuple(model.graph_inputs(graph.name, dims))
+            what = f"preset {preset_name}, graph {graph.name}"
+            _check_shapes(args, graph.inputs, dims.get("batch", 0), f"{what}: Model.graph_inputs gives input")
+            with torch.no_grad():
+                outs = _as_tuple(model.graph_module(graph.name).eval()(*args))
+            _check_shapes(outs, graph.outputs, dims.get("batch", 0), f"{what}: output")
 
     def test_training_step_lowers_loss(self, model_name: str) -> None:
         """One optimiser step on a fixed batch lowers that batch's loss; steps return the declared metrics."""
@@ -548,9 +562,15 @@ class ModelContract:
         from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
         from zoo_core.onnx_export import export_graph, parity_dims
 
+        from zoo_core.predict import GENERATION_TASKS
+
         spec = get_spec(model_name)
         graphs = [g for g in spec.graph_specs(self.preset) if g.role in ("encoder", "step")]
         if not any(g.role == "step" for g in graphs):
+            assert spec.task not in GENERATION_TASKS, (
+                f"a {spec.task} model declares no step graph, so zoo predict cannot decode with it: declare its "
+                f"graphs in the spec's presets (Preset(graphs=...), a graph of role 'step'; zoo_rnn.graphs.lm_graphs "
+                f"builds a language model's)")
             pytest.skip("no step graph: the model does not generate")
         model = get_model(model_name, preset=self.preset).eval()
         files = {}
