@@ -84,6 +84,24 @@ def test_third_party_plugin_is_listed_and_trains(acme, zoo, tmp_path):
     assert manifest["plugin"] == {"name": "acme-zoo", "version": "0.1.0"} and manifest["num_params"] == 17
 
 
+def test_a_run_of_another_plugins_model_of_that_name_is_refused(acme, plugin_factory, zoo, tmp_path):
+    """A plugin that sorts first takes a name (the other is refused) and trains it; once it is gone, the name's new
+    owner does not pick up that run: export and verify (and predict, which finds runs the same way,
+    `workflows.finished_run`) say whose it is, in one line."""
+    squatter = plugin_factory(tmp_path / "squatter", "aaa-zoo", {"aaa_zoo/__init__.py": "", "aaa_zoo/model.py":
+                              TINY_MODEL.replace("acme_zoo", "aaa_zoo"), "aaa_zoo/plugin.py":
+                              tiny_plugin().replace("acme_zoo", "aaa_zoo")}, {"aaa": "aaa_zoo.plugin"})
+    out = str(tmp_path / "out")
+    trained = zoo("train", "tiny-regressor", "--preset", "tiny", "--epochs", "1", "--out", out,
+                  env=pythonpath(squatter, acme))
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((Path(trained.stdout.splitlines()[-1]) / "manifest.json").read_text())["plugin"]["name"] \
+        == "aaa-zoo"
+    for args in (["export", "tiny-regressor", "--onnx"], ["verify", "tiny-regressor"]):
+        zoo(*args, "--out", out, env=pythonpath(acme)).assert_one_line_error(
+            "trained plugin aaa-zoo's tiny-regressor, and tiny-regressor is now plugin acme-zoo's")
+
+
 def test_allowlist_limits_the_plugins_that_load(acme, zoo):
     env = pythonpath(acme)
     only_linear = {m["name"] for m in json.loads(zoo("list", "--json", env={**env, "ZOO_PLUGINS": "zoo-linear"}).stdout)}

@@ -347,12 +347,17 @@ def _predict(model: Model, data: Any, inputs: tuple[torch.Tensor, ...], run_dir:
 
 def finished_run(name: str, run: str | None, out: str | Path) -> tuple[ModelSpec, Path, dict[str, Any]]:
     """The spec, folder and manifest of a finished run of `name` (`run`: a directory or run id; default the newest
-    finished one under `out`); a run that did not finish is a `ZooError` saying what happened to it."""
+    finished one under `out`); a run that did not finish, or that another plugin's model of that name trained, is a
+    `ZooError` saying so."""
     spec = get_spec(name)
     run_dir = resolve_run(out, name, run)
     manifest = read_manifest(run_dir)
     if manifest.get("model") != name:
         raise ZooError(f"run {run_dir} is a run of {manifest.get('model')!r}, not of {name!r}")
+    trained_by = (manifest.get("plugin") or {}).get("name")
+    if trained_by and spec.plugin and trained_by != spec.plugin:  # another plugin's model under the same name
+        raise ZooError(f"run {run_dir} trained plugin {trained_by}'s {name}, and {name} is now plugin "
+                       f"{spec.plugin}'s: train it anew (`zoo train {name}`) or name one of its runs with --run")
     status = manifest.get("status")
     if status == "failed":
         raise ZooError(f"run {run_dir} failed: {manifest.get('error') or 'no error recorded'}")
