@@ -130,6 +130,8 @@ def test_plugin_that_raises_on_import_is_isolated_and_reported(acme, plugin_fact
 
     missing = zoo("info", "broken-model", env=env)
     missing.assert_one_line_error("unknown model 'broken-model'", "broken-zoo")
+    unmatched = zoo("list", "broken*", env=env)  # the model looked for may be the broken plugin's
+    unmatched.assert_one_line_error("no model matches 'broken*'; broken plugins that may provide it: broken-zoo")
 
 
 def test_unknown_hook_and_failing_hook_break_only_their_plugin(acme, plugin_factory, tmp_path, zoo):

@@ -325,7 +325,7 @@ def test_a_prefix_changed_by_the_preprocessing_is_said_once(runs, cli):
 
 @pytest.mark.parametrize("args, fragments", [
     ([""], ["empty prefix"]),
-    (["123 !!"], ["prefix '123 !!' has no tokens once preprocessed", "reads as ' '"]),
+    (["123 !!"], ["prefix '123 !!' is blank once preprocessed", "reads as ' '"]),
     (["it", "--reference", "il"], ["--reference", "does not apply to a language-modeling model"]),
     (["it", "--beam", "0"], ["--beam", "0 is not in the range"]),
     (["it", "--num-preds", "0"], ["--num-preds", "0 is not in the range"]),

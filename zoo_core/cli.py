@@ -95,8 +95,10 @@ def list_command(pattern: str | None, chapter: int | None, as_json: bool) -> Non
         where = (f"; {pattern!r} matches models of chapter{'s' * (len(chapters) > 1)} "
                  f"{', '.join(map(str, chapters))}" if filtered and pattern and chapters else
                  f"; chapters with models: {', '.join(map(str, chapters))}" if filtered and chapters else "")
+        state = plugins.loaded()
+        hint = state.unknown_name_hint() if state is not None else ""  # the model may be a broken plugin's
         raise ZooError("no model matches" + (f" {pattern!r}" if pattern else "")
-                       + (f" in chapter {chapter}" if filtered else "") + where)
+                       + (f" in chapter {chapter}" if filtered else "") + where + (f"; {hint}" if hint else ""))
     _table([[s.name, str(s.chapter), s.section, s.task, s.dataset, s.plugin, s.summary] for s in specs],
            ["NAME", "CH", "SECTION", "TASK", "DATASET", "PLUGIN", "SUMMARY"])
 

@@ -313,7 +313,7 @@ def _continue(r: _Run, prefixes: Sequence[str], runtime: str, provider: str, bea
         text = preprocess(prefix)
         tokens = tokenize(text, token)
         if not tokens or not text.strip():  # blank: only what the preprocessing turns into spaces ("123 !!")
-            raise ZooError(f"prefix {prefix!r} has no tokens once preprocessed as the training text was "
+            raise ZooError(f"prefix {prefix!r} is blank once preprocessed as the training text was "
                            f"({_first_line(preprocess)}): it reads as {text!r}")
         if text != prefix:
             changed.append(f"{prefix!r} as {text!r}")
