@@ -377,10 +377,10 @@ def readme_generation_plugin(site, plugin_factory, replace: tuple[str, str] | No
     return plugin_factory(site, "acme-charlm", {"acme_charlm/__init__.py": "", **files}, {entry[1]: entry[2]})
 
 
-def test_the_readme_generation_plugin_gets_the_contract_suite(plugin_factory, tmp_path):
+def test_the_readme_generation_plugin_gets_the_contract_suite(plugin_factory, tmp_path, zoo):
     """README's language-model plugin passes the whole contract suite (ONNX Runtime's greedy and beam search tokens
     included); a card whose step graph declares another state size than the model's, or a language model without a
-    step graph, fails it with a sentence that says so."""
+    step graph, fails it with a sentence that says so (and `zoo info` warns of the first)."""
     good = run_contract(tmp_path, pythonpath(readme_generation_plugin(tmp_path / "good", plugin_factory)),
                         'plugin = "acme-charlm"')
     assert good.returncode == 0 and "failed" not in good.stdout, good.stdout[-3000:]
@@ -391,6 +391,13 @@ def test_the_readme_generation_plugin_gets_the_contract_suite(plugin_factory, tm
     assert card.returncode == 1 and "2 failed" in card.stdout, card.stdout[-3000:]
     assert ("preset tiny, graph step: Model.graph_inputs gives input H: shape (2, 8) does not fit "
             "H: float32[batch, 9]") in card.stdout
+    info = zoo("info", "acme-char-gru", env=pythonpath(wrong))  # the card, and a warning where it is wrong
+    assert info.returncode == 0 and "H: float32[batch, 9]" in info.stdout
+    assert info.stderr_lines[0] == (
+        "zoo: warning: the card of acme-char-gru declares, in graph step of its book preset, H: float32[batch, 65] "
+        "(the built model's: H: float32[batch, 64]); H_new: float32[batch, 65] (the built model's: H_new: "
+        "float32[batch, 64]): plugin acme-charlm should declare the built model's sizes"), info.stderr
+    assert len(info.stderr_lines) == 2 and "of its tiny preset, H: float32[batch, 9]" in info.stderr_lines[1]
 
     mute = readme_generation_plugin(tmp_path / "mute", plugin_factory, (
         ',\n                  graphs=lm_graphs(28, {"H": (hidden,)}))', ")"))

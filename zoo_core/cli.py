@@ -153,22 +153,38 @@ def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
                 click.echo(f"            graph  {g.file} ({g.role}): {', '.join(map(str, g.inputs))} -> "
                            f"{', '.join(map(str, g.outputs))}{state}" + (f" -- {g.summary}" if g.summary else ""))
     for preset_name, p in spec.presets.items():  # the card against the built models (imports torch: after printing)
-        if p.num_params is not None:
-            _warn_num_params(spec, preset_name, registry.get_model(spec.name, preset=preset_name).num_params())
+        if p.num_params is not None or spec.graphs or p.graphs:
+            _warn_card(spec, preset_name, registry.get_model(spec.name, preset=preset_name))
 
 
-def _warn_num_params(spec: registry.ModelSpec, preset: str, built: int) -> None:
-    """Warn when a card's declared parameter count is not the built model's (the contract suite fails it too)."""
-    declared = spec.preset(preset).num_params
+def _warn_card(spec: registry.ModelSpec, preset: str, model: Any) -> None:
+    """Warn where a card is not the built model: its declared parameter count, or a fixed size of a generation
+    graph (an encoder's or a step's); the contract suite fails both."""
+    from zoo_core.onnx_export import concrete_graph
+
+    declared, built = spec.preset(preset).num_params, model.num_params()
     if declared is not None and declared != built:
         _err(f"warning: the card of {spec.name} declares {declared:,} parameters for its {preset} preset, the "
              f"built model has {built:,}: plugin {spec.plugin} should declare num_params={built}")
+    for graph in spec.graph_specs(preset):
+        if graph.name == "model":
+            continue  # the card's inputs and outputs: layer_summary and the contract suite run them
+        try:
+            real = concrete_graph(model, graph)
+        except ZooError as e:
+            _err(f"warning: the card of {spec.name}, {preset} preset: {e}")
+            continue
+        wrong = [f"{s} (the built model's: {r})" for s, r in zip((*graph.inputs, *graph.outputs),
+                                                                 (*real.inputs, *real.outputs)) if s != r]
+        if wrong:
+            _err(f"warning: the card of {spec.name} declares, in graph {graph.name} of its {preset} preset, "
+                 + "; ".join(wrong) + f": plugin {spec.plugin} should declare the built model's sizes")
 
 
 def _layer_summary(spec: registry.ModelSpec, preset: str, as_json: bool) -> None:
     spec.preset(preset)  # an unknown preset fails before torch is imported
     model = registry.get_model(spec.name, preset=preset)
-    _warn_num_params(spec, preset, model.num_params())
+    _warn_card(spec, preset, model)
     rows = model.layer_summary()
     if as_json:
         _echo_json([{"name": n, "layer": kind, "output_shape": list(shape)} for n, kind, shape in rows])
