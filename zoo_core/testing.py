@@ -410,7 +410,8 @@ class ModelContract:
             with torch.no_grad():
                 _check_shapes(_as_tuple(model(*xs)), outputs, batch_size, "output")
         # the other graphs (an encoder, a decoding step) as their specs declare them: export takes a graph's fixed
-        # sizes from the built model (``--set`` may change them), so only this test sees a card that is wrong
+        # sizes from the built model (``--set`` may change them), so it cannot tell a wrong card; this test (and
+        # `zoo info`'s warning) can
         for graph in spec.graph_specs(preset_name):
             if graph.name == "model":
                 continue  # its specs are the card's inputs and outputs, checked above
@@ -561,7 +562,6 @@ class ModelContract:
         from zoo_core import get_model, get_spec
         from zoo_core.decoding import OnnxRunner, TorchRunner, beam_search, greedy
         from zoo_core.onnx_export import export_graph, parity_dims
-
         from zoo_core.predict import GENERATION_TASKS
 
         spec = get_spec(model_name)

@@ -354,7 +354,8 @@ def finished_run(name: str, run: str | None, out: str | Path) -> tuple[ModelSpec
     manifest = read_manifest(run_dir)
     if manifest.get("model") != name:
         raise ZooError(f"run {run_dir} is a run of {manifest.get('model')!r}, not of {name!r}")
-    trained_by = (manifest.get("plugin") or {}).get("name")
+    plugin = manifest.get("plugin")
+    trained_by = plugin.get("name") if isinstance(plugin, dict) else plugin
     if trained_by and spec.plugin and trained_by != spec.plugin:  # another plugin's model under the same name
         raise ZooError(f"run {run_dir} trained plugin {trained_by}'s {name}, and {name} is now plugin "
                        f"{spec.plugin}'s: train it anew (`zoo train {name}`) or name one of its runs with --run")
