@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo_modern_rnn.gru_train import input_bias
 from zoo_modern_rnn.language_models import DeepRNNLM, GRULM
 from zoo_modern_rnn.recurrence import GRURecurrence, gate_inputs, gru_forward
 
@@ -62,8 +63,8 @@ def test_initial_state_gradient():
     (rnn(X, H0[None])[0] * G).sum().backward()
     want = H0.grad.clone()
     H0.grad = None
-    XW = gate_inputs(X.reshape(T * B, I), rnn.weight_ih_l0, rnn.bias_ih_l0).view(3, T, B, H)
-    (GRURecurrence.apply(XW, H0, rnn.weight_hh_l0, rnn.bias_hh_l0) * G).sum().backward()
+    XW = gate_inputs(X.reshape(T * B, I), rnn.weight_ih_l0, input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))
+    (GRURecurrence.apply(XW.view(3, T, B, H), H0, rnn.weight_hh_l0, rnn.bias_hh_l0[2 * H:]) * G).sum().backward()
     torch.testing.assert_close(H0.grad, want, atol=1e-6, rtol=1e-5)
 
 

@@ -20,6 +20,10 @@ backward) and every step's views made in one ``unbind`` per tensor took ``gru-lm
 ``deep-rnn-lm`` from 115.2 to 102.1 ms. On an AMD EPYC (AVX2; paired, one step alternating, 40 rounds): the recurrent
 weights' gradient accumulated step by step rather than as one product over all steps after the loop, ``deep-rnn-lm``
 1.06x and ``gru-lm`` 1.065x faster a step; the candidate's tanh as `zoo_core.fast_math.tanh_`, which that CPU needs.
+On an AMD EPYC with AVX-512 (paired, 12 rounds of 8 steps): the r and z recurrent biases folded into the input gates
+(`input_bias`, as `zoo_modern_rnn.gru_train` does), so that r and z are one ``baddbmm`` with the input gates as its
+addend and ``H W_hn^T + b_hn`` one ``addmm`` written where backward reads it, and each step's output gradient taken
+in as the first product's addend: ``gru-lm`` 35.1 -> 32.0 ms a step, ``deep-rnn-lm`` 64.4 -> 62.0 ms.
 
 The language models use it in training on the CPU only (`zoo_modern_rnn.language_models`); evaluation, prediction,
 export and CUDA (cuDNN) keep ``nn.GRU`` itself.
@@ -33,37 +37,37 @@ import torch
 from torch import Tensor, nn
 
 from zoo_core.fast_math import tanh_
+from zoo_modern_rnn.gru_train import input_bias
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y): one kernel, into grad_input
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input        # grad * (1 - y^2): one kernel, into grad_input
 
 
 class GRURecurrence(torch.autograd.Function):
-    """One GRU layer over whole sequences from the input gates ``XW`` (3, num_steps, batch, h) (``x W_ig^T + b_ig``
-    for g = r, z, n): ``outputs`` (num_steps, batch, h) from the initial state ``H0`` (batch, h), with ``nn.GRU``'s
-    ``W_hh`` (3h, h) and ``b_hh`` (3h,)."""
+    """One GRU layer over whole sequences from the input gates ``XW`` (3, num_steps, batch, h), in which the r and z
+    recurrent biases are folded (``x W_ig^T + b_ig``, plus ``b_hg`` for g = r, z: `input_bias`): ``outputs``
+    (num_steps, batch, h) from the initial state ``H0`` (batch, h), with ``nn.GRU``'s ``W_hh`` (3h, h) and the n
+    gate's recurrent bias ``b_hn`` (h,), the one that r multiplies."""
 
     @staticmethod
-    def forward(ctx: Any, XW: Tensor, H0: Tensor, W_hh: Tensor, b_hh: Tensor) -> Tensor:
+    def forward(ctx: Any, XW: Tensor, H0: Tensor, W_hh: Tensor, b_hn: Tensor) -> Tensor:
         _, T, B, h = XW.shape
         W = W_hh.view(3, h, h).transpose(1, 2)  # gate g's recurrent term: H @ W[g]
-        b = b_hh.view(3, 1, h)
-        RZ = XW.new_empty(2, T, B, h)           # r and z of every step (after the sigmoid)
+        W_rz, W_n = W[:2], W[2]
+        RZ = XW.new_empty(T, 2, B, h)           # r and z of every step (after the sigmoid)
         N = XW.new_empty(T, B, h)               # n
         HN = XW.new_empty(T, B, h)              # H W_hn^T + b_hn, which r multiplies
         Hs = XW.new_empty(T + 1, B, h)          # Hs[0] = H0, Hs[t + 1] = H_t: the outputs and every H_{t-1}
         Hs[0] = H0
-        gh = XW.new_empty(3, B, h)
-        gh_rz, gh_n = gh[:2], gh[2]
         # every step's views, made in one call per tensor rather than a few slices per step
-        X_rz, X_n, rz_t, r_t, z_t = XW[:2].unbind(1), XW[2].unbind(0), RZ.unbind(1), RZ[0].unbind(0), RZ[1].unbind(0)
-        N_t, HN_t, H_t = N.unbind(0), HN.unbind(0), Hs.unbind(0)
+        X_rz, X_n, rz_t, r_t, z_t = XW[:2].unbind(1), XW[2].unbind(0), RZ.unbind(0), RZ[:, 0], RZ[:, 1]
+        r_t, z_t, N_t, HN_t, H_t = r_t.unbind(0), z_t.unbind(0), N.unbind(0), HN.unbind(0), Hs.unbind(0)
         for t in range(T):
             H = H_t[t]
-            torch.baddbmm(b, H.expand(3, B, h), W, out=gh)                         # (3, B, h): H W_hg^T + b_hg
-            torch.add(X_rz[t], gh_rz, out=rz_t[t]).sigmoid_()                      # r, z
-            HN_t[t].copy_(gh_n)
-            n = tanh_(torch.addcmul(X_n[t], r_t[t], gh_n, out=N_t[t]))
+            # r, z: the input gates are the product's addend (one kernel, no (3, B, h) product to add and copy)
+            torch.baddbmm(X_rz[t], H.expand(2, B, h), W_rz, out=rz_t[t]).sigmoid_()
+            torch.addmm(b_hn, H, W_n, out=HN_t[t])                                 # written where backward reads it
+            n = tanh_(torch.addcmul(X_n[t], r_t[t], HN_t[t], out=N_t[t]))
             torch.lerp(n, H, z_t[t], out=H_t[t + 1])                                # n + z (H - n)
         ctx.save_for_backward(W_hh, Hs, RZ, N, HN)
         return Hs[1:]
@@ -76,20 +80,19 @@ class GRURecurrence(torch.autograd.Function):
         W = W_hh.view(3, h, h)                  # dH_{t-1} gets dgh_g @ W[g] from each gate
         dXW = N.new_empty(3, T, B, h)           # d of the input gates (pre-activation): r, z, n
         dHN = N.new_empty(T, B, h)              # d of H W_hn^T + b_hn: dn_pre * r
-        dH = N.new_zeros(B, h)                  # the gradient reaching H_t from step t + 1
         tmp = N.new_empty(B, h)
         # the recurrent weights' gradient, sum_t dgh_t^T H_{t-1}, accumulated step by step while the step's tensors
         # are in cache: one product over all steps read them all again from memory, 5-6% slower a training step
         dW_hh = N.new_zeros(3, h, h)
         dW_rz, dW_n = dW_hh[:2], dW_hh[2]
         W_r, W_z, W_n = W.unbind(0)
-        r_t, z_t, rz_t = RZ[0].unbind(0), RZ[1].unbind(0), RZ.unbind(1)  # every step's views, as in forward
+        r_t, z_t, rz_t = RZ[:, 0].unbind(0), RZ[:, 1].unbind(0), RZ.unbind(0)  # every step's views, as in forward
         N_t, HN_t, H_t, d_out = N.unbind(0), HN.unbind(0), Hs.unbind(0), d_outputs.unbind(0)
         d_r, d_z, d_n, d_rz_t, d_HN = dXW[0].unbind(0), dXW[1].unbind(0), dXW[2].unbind(0), dXW[:2].unbind(1), \
             dHN.unbind(0)
+        dH = d_out[T - 1]                       # dL/dH_t, read only: the next one is a new tensor
         for t in range(T - 1, -1, -1):
             n, H = N_t[t], H_t[t]                                                  # H: H_{t-1}
-            dH += d_out[t]
             _tanh_backward(torch.addcmul(dH, dH, z_t[t], value=-1, out=tmp), n, grad_input=d_n[t])  # dH (1-z) (1-n^2)
             torch.mul(d_n[t], r_t[t], out=d_HN[t])
             torch.mul(d_n[t], HN_t[t], out=d_r[t])                                 # d r
@@ -97,11 +100,10 @@ class GRURecurrence(torch.autograd.Function):
             _sigmoid_backward(d_rz_t[t], rz_t[t], grad_input=d_rz_t[t])
             dW_rz.baddbmm_(d_rz_t[t].transpose(1, 2), H.expand(2, B, h))           # (2, h, h)
             dW_n.addmm_(d_HN[t].t(), H)
-            dH = torch.mm(d_r[t], W_r).addmm_(d_z[t], W_z).addmm_(d_HN[t], W_n).addcmul_(dH, z_t[t])
-        # the biases' gradients: sums over all steps (summed step by step instead, they measured no faster)
-        d_rz = dXW[:2].view(2, T * B, h)
-        db_hh = torch.cat((d_rz.sum(1).view(2 * h), dHN.view(T * B, h).sum(0)))
-        return dXW, (dH if ctx.needs_input_grad[1] else None), dW_hh.view(3 * h, h), db_hh
+            # dL/dH_{t-1}: through the gates and z, plus the output's own gradient at t - 1 as the first addend
+            dH = (torch.addmm(d_out[t - 1], d_r[t], W_r) if t else torch.mm(d_r[t], W_r)) \
+                .addmm_(d_z[t], W_z).addmm_(d_HN[t], W_n).addcmul_(dH, z_t[t])
+        return dXW, (dH if ctx.needs_input_grad[1] else None), dW_hh.view(3 * h, h), dHN.view(T * B, h).sum(0)
 
 
 class GateInputs(torch.autograd.Function):
@@ -161,8 +163,9 @@ def gru_forward(rnn: nn.GRU, inputs: Tensor) -> Tensor:
     for k in range(rnn.num_layers):
         W_ih, b_ih, W_hh, b_hh = (getattr(rnn, f"{name}_l{k}") for name in
                                   ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
-        XW = gate_inputs(outputs, W_ih, b_ih).view(3, T, B, -1)
-        outputs = GRURecurrence.apply(XW, XW.new_zeros(B, rnn.hidden_size), W_hh, b_hh).reshape(T * B, -1)
+        h = rnn.hidden_size
+        XW = gate_inputs(outputs, W_ih, input_bias(b_ih, b_hh)).view(3, T, B, h)
+        outputs = GRURecurrence.apply(XW, XW.new_zeros(B, h), W_hh, b_hh[2 * h:]).reshape(T * B, h)
     return outputs.view(T, B, -1)
 
 
