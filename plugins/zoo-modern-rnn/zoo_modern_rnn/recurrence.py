@@ -23,7 +23,14 @@ weights' gradient accumulated step by step rather than as one product over all s
 On an AMD EPYC with AVX-512 (paired, 12 rounds of 8 steps): the r and z recurrent biases folded into the input gates
 (`input_bias`, as `zoo_modern_rnn.gru_train` does), so that r and z are one ``baddbmm`` with the input gates as its
 addend and ``H W_hn^T + b_hn`` one ``addmm`` written where backward reads it, and each step's output gradient taken
-in as the first product's addend: ``gru-lm`` 35.1 -> 32.0 ms a step, ``deep-rnn-lm`` 64.4 -> 62.0 ms.
+in as the first product's addend: ``gru-lm`` 35.1 -> 32.0 ms a step, ``deep-rnn-lm`` 64.4 -> 62.0 ms. Tried there
+and not kept: a *feature-major* layout (every step's tensors (h, batch), the gates stacked as rows, so that r and z
+are one plain ``W_hh[:2h] H`` product and the second layer's input gates one (96, 32) x (32, 32768) product),
+slower: 86.1 against 73.0 ms a step (``deep-rnn-lm``), 44.1 against 38.6 (``gru-lm``), as MKL ran those products,
+and the (96, 32768) x (32768, 28) gradient of the token table, well below their row-major counterparts; and the
+token table's gradient as one ``index_add_`` per gate (rows of the gate-major tensor), 1.1-3.2 ms against 3.2-4.2
+for the products on its own, no faster within a training step (paired, 20 rounds in each order: 0.8% faster, then
+2.1% slower).
 
 The language models use it in training on the CPU only (`zoo_modern_rnn.language_models`); evaluation, prediction,
 export and CUDA (cuDNN) keep ``nn.GRU`` itself.
