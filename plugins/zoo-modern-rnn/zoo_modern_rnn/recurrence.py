@@ -165,15 +165,14 @@ def gru_forward(rnn: nn.GRU, inputs: Tensor) -> Tensor:
     (num_steps, batch, num_hiddens). Unidirectional, without dropout."""
     if rnn.bidirectional or rnn.batch_first or (rnn.dropout and rnn.training) or not rnn.bias:
         raise ValueError(f"gru_forward runs unidirectional, time-major GRUs with biases and no dropout, not {rnn}")
-    T, B = inputs.shape[:2]
+    (T, B), h = inputs.shape[:2], rnn.hidden_size
     outputs = inputs.reshape(T * B) if inputs.dtype == torch.int64 else inputs.reshape(T * B, -1)
     for k in range(rnn.num_layers):
         W_ih, b_ih, W_hh, b_hh = (getattr(rnn, f"{name}_l{k}") for name in
                                   ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
-        h = rnn.hidden_size
         XW = gate_inputs(outputs, W_ih, input_bias(b_ih, b_hh)).view(3, T, B, h)
         outputs = GRURecurrence.apply(XW, XW.new_zeros(B, h), W_hh, b_hh[2 * h:]).reshape(T * B, h)
-    return outputs.view(T, B, -1)
+    return outputs.view(T, B, h)
 
 
 __all__ = ["GRURecurrence", "GateInputs", "gate_inputs", "gru_forward"]
