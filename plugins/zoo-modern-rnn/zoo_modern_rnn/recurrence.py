@@ -61,7 +61,8 @@ class GRURecurrence(torch.autograd.Function):
         _, T, B, h = XW.shape
         W = W_hh.view(3, h, h).transpose(1, 2)  # gate g's recurrent term: H @ W[g]
         W_rz, W_n = W[:2], W[2]
-        RZ = XW.new_empty(T, 2, B, h)           # r and z of every step (after the sigmoid)
+        RZ = XW.new_empty(T, 2, B, h)           # r and z of every step (after the sigmoid), step-major: a step's
+                                                # pair is one contiguous (2, B, h) baddbmm output
         N = XW.new_empty(T, B, h)               # n
         HN = XW.new_empty(T, B, h)              # H W_hn^T + b_hn, which r multiplies
         Hs = XW.new_empty(T + 1, B, h)          # Hs[0] = H0, Hs[t + 1] = H_t: the outputs and every H_{t-1}
