@@ -61,6 +61,8 @@ def arguments(doc: str, name: str, extra: Callable[[argparse.ArgumentParser], No
     parser.add_argument("--threads", type=int, default=1, help="torch threads of both sides")
     parser.add_argument("--reference-threads", default="same", help="'same' (as --threads) or 'default' (torch's)")
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
+    parser.add_argument("--precision", choices=("32", "bf16"), default="32",
+                        help="the zoo's ``zoo train --precision`` (the reference trains in float32 either way)")
     if extra:
         extra(parser)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / f"{name}_cpu.json"))
@@ -129,12 +131,13 @@ def summary(name: str, runs: Runs, zoo_medians: dict[str, Any],
     "after" are read here, so that whatever ran after the runs (a profile) counts in them."""
     args = runs.args
     result = {
-        "benchmark": f"{name}, book preset, {args.epochs} epochs on CPU, the zoo and the d2l reference alternating",
+        "benchmark": f"{name}, book preset, {args.epochs} epochs on CPU, the zoo and the d2l reference alternating"
+                     + ("" if args.precision == "32" else f"; the zoo trains with --precision {args.precision}"),
         "epochs": args.epochs, "seeds": list(range(args.repeat)),
         "load_average_1min": {"before": round(runs.load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "wall_seconds": round(time.perf_counter() - runs.started, 1),
         "zoo": {"train_tgt_tokens_per_s_median": round(median(runs.zoo, "train_tgt_tokens_per_s"), 1),
-                **zoo_medians, "threads": args.threads, "runs": runs.zoo},
+                **zoo_medians, "threads": args.threads, "precision": args.precision, "runs": runs.zoo},
     }
     if runs.ref:
         result["reference"] = {"train_tgt_tokens_per_s_median": round(median(runs.ref, "train_tgt_tokens_per_s"), 1),
@@ -164,9 +167,10 @@ class ZooRun:
     parity: dict[str, bool]  # each graph's ONNX Runtime parity check (CPU)
 
 
-def train_and_export(name: str, seed: int, epochs: int, threads: int, out: Path) -> ZooRun:
-    """``zoo train NAME --epochs E --seed S --threads T`` then ``zoo export NAME --onnx``, as a user runs them."""
-    run_dir = train(name, epochs=epochs, seed=seed, threads=threads, out=out, log=quiet)
+def train_and_export(name: str, seed: int, epochs: int, threads: int, out: Path, precision: str = "32") -> ZooRun:
+    """``zoo train NAME --epochs E --seed S --threads T --precision P`` then ``zoo export NAME --onnx``, as a user
+    runs them."""
+    run_dir = train(name, epochs=epochs, seed=seed, threads=threads, precision=precision, out=out, log=quiet)
     spec, run_dir, manifest = finished_run(name, str(run_dir), out)
     export(name, run=str(run_dir), out=out, log=quiet)
     spec, run_dir, manifest = finished_run(name, str(run_dir), out)  # again: the export adds its graphs
@@ -212,7 +216,7 @@ def training_figures(run: ZooRun) -> dict[str, Any]:
     """The speed the run's manifest recorded: target tokens per second over training time only."""
     record = run.manifest["train"]
     return {"train_tgt_tokens_per_s": record["tokens_per_s"], "train_seconds": record["seconds"],
-            "train_tgt_tokens": record["tokens"], "threads": torch.get_num_threads()}
+            "train_tgt_tokens": record["tokens"], "threads": torch.get_num_threads(), "precision": record["precision"]}
 
 
 def recurrent_val_loss(model: torch.nn.Module, data: Any) -> float:
@@ -227,11 +231,12 @@ def recurrent_val_loss(model: torch.nn.Module, data: Any) -> float:
     return float(losses[mask].sum() / mask.sum())
 
 
-def recurrent_zoo_run(name: str, data: Any, seed: int, epochs: int, threads: int, out: Path) -> dict[str, Any]:
+def recurrent_zoo_run(name: str, data: Any, seed: int, epochs: int, threads: int, out: Path,
+                      precision: str = "32") -> dict[str, Any]:
     """One zoo run of a GRU encoder-decoder (seq2seq, bahdanau): its speed, validation loss, the book's sentences
     greedily (PyTorch's, and whether ONNX Runtime answers the same), the validation corpus BLEU of PyTorch's
     translations, and the ONNX checks."""
-    run = train_and_export(name, seed, epochs, threads, out)
+    run = train_and_export(name, seed, epochs, threads, out, precision)
     answers = {rt: book_sentences(name, run, out, rt) for rt in RUNTIMES}
     identical, bleus = validation_decoding(data, run, "torch")
     return {**training_figures(run), "val_loss": round(recurrent_val_loss(run.model, data), 4),
@@ -245,7 +250,7 @@ def recurrent_main(name: str, doc: str, val_loss_check: str, val_loss_margin: fl
     check per seed."""
     args = arguments(doc, name)
     runs = alternate(name, args, lambda data, seed, out: recurrent_zoo_run(name, data, seed, args.epochs,
-                                                                            args.threads, out))
+                                                                            args.threads, out, args.precision))
 
     def val_loss(side: list[dict[str, Any]]) -> dict[str, float]:
         return {"val_loss_median": round(median(side, "val_loss"), 4)}

@@ -180,10 +180,10 @@ def profile_sides(reference: str, data, threads: int) -> dict:
     return result
 
 
-def zoo_run(data, seed: int, epochs: int, threads: int, out: Path, kv_repeats: int) -> dict:
+def zoo_run(data, seed: int, epochs: int, threads: int, out: Path, kv_repeats: int, precision: str = "32") -> dict:
     """One zoo run: its speed, both validation losses, the book's sentences greedily and with beam 4 on both
     runtimes, the validation corpus BLEU of ONNX Runtime's translations, the ONNX checks and the KV cache's gain."""
-    run = train_and_export(NAME, seed, epochs, threads, out)
+    run = train_and_export(NAME, seed, epochs, threads, out, precision)
     answers = {(rt, beam): book_sentences(NAME, run, out, rt, beam) for rt in RUNTIMES for beam in (1, 4)}
     sentences = {f"{'greedy' if beam == 1 else 'beam4'}_{rt}": scored(answers[(rt, beam)]) for rt, beam in answers}
     identical, bleus = validation_decoding(data, run, "onnx")
@@ -207,7 +207,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 def main() -> None:
     args = arguments(__doc__, NAME, options)
     runs = alternate(NAME, args, lambda data, seed, out: zoo_run(data, seed, args.epochs, args.threads, out,
-                                                                 args.kv_repeats))
+                                                                 args.kv_repeats, args.precision))
     profiled = (profile_sides(args.reference if runs.used_reference else "", runs.data, args.threads)
                 if args.profile else None)
     zoo = runs.zoo

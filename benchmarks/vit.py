@@ -51,9 +51,12 @@ def env_for(threads: int | None) -> dict[str, str]:
     return env
 
 
-def zoo_run(seed: int, steps: int | None, epochs: int, threads: int | None, device: str, out: Path) -> dict:
+def zoo_run(seed: int, steps: int | None, epochs: int, threads: int | None, device: str, out: Path,
+            precision: str = "auto") -> dict:
     args = [str(ZOO), "train", "vit", "--epochs", str(epochs), "--seed", str(seed), "--device", device,
             "--out", str(out)]
+    if precision != "auto":
+        args += ["--precision", precision]
     if steps:
         args += ["--max-steps", str(steps)]
     if threads:
@@ -99,6 +102,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of both sides (0: torch's choice)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("auto", "32", "bf16"), default="auto",
+                        help="the zoo's ``zoo train --precision`` (auto: float32 on the CPU, bf16 autocast on CUDA)")
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/vit_<device>.json")
     args = parser.parse_args()
@@ -116,7 +121,7 @@ def main() -> None:
             sides = ["zoo", "reference"] if i % 2 == 0 else ["reference", "zoo"]
             for side in sides:
                 if side == "zoo":
-                    zoo.append(zoo_run(i, steps, args.epochs, threads, args.device, Path(tmp)))
+                    zoo.append(zoo_run(i, steps, args.epochs, threads, args.device, Path(tmp), args.precision))
                     print(f"zoo run {i + 1}: {json.dumps(zoo[-1])}", flush=True)
                 elif use_reference:
                     ref.append(reference_run(args.reference, i, steps, args.epochs, threads, args.device))
@@ -124,7 +129,7 @@ def main() -> None:
 
     what = f"{args.max_batches} batches of batch 128" if args.max_batches else f"{args.epochs} epochs"
     result = {"benchmark": f"vit, book preset (Fashion-MNIST 96 px), {what}, training examples/s, zoo vs d2l 1.0.3",
-              "model": "vit", "device": args.device, "max_batches": steps, "epochs": args.epochs,
+              "model": "vit", "device": args.device, "precision": args.precision, "max_batches": steps, "epochs": args.epochs,
               "threads": threads or "torch default",
               "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
               "zoo": summary(zoo)}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from zoo_core import get_data, get_model, get_spec
 from zoo_core.onnx_export import export_graph
@@ -20,7 +21,7 @@ from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_tra
                               assert_same_loss_and_gradients, assert_training_step_takes_the_packed_path,
                               assert_translates_exactly, export_graphs, generation_graphs, padded_labels,
                               require_data, train_preset)
-from zoo_attention.transformer import Transformer, prefix_graph
+from zoo_attention.transformer import Transformer, _Attention, prefix_graph
 
 D2L_BOOK_PARAMS = 1_869_782  # d2l 1.0.3's TransformerEncoder + §11.7's TransformerDecoder (194/214 words), built
 
@@ -309,6 +310,46 @@ def test_packed_loss_of_a_batch_without_labels():
 def test_training_step_takes_the_packed_path_on_the_cpu(monkeypatch):
     batch = get_data("transformer", preset="tiny").example_batch()
     assert_training_step_takes_the_packed_path(tiny().train(), batch, monkeypatch)
+
+
+def test_training_step_takes_the_packed_path_under_bf16_autocast(monkeypatch):
+    """``--precision bf16`` on the CPU trains through the packed loss too (its speed comes from bf16 products)."""
+    batch = get_data("transformer", preset="tiny").example_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_training_step_takes_the_packed_path(tiny().train(), batch, monkeypatch)
+
+
+def test_packed_loss_under_bf16_autocast_is_as_close_to_float32_as_autocasts_forward_pass():
+    """Under bf16 autocast the packed loss's products take bf16 operands and `_Attention`'s softmax runs in float32.
+    bf16 keeps 8 bits of mantissa, so gradients move: at init, the forward pass under autocast itself has some
+    parameters' gradients 20-30% off float32's (the attention's W_q and W_k, whose gradients are small), 3-5% on
+    average. The packed path must be no further from float32 than that (a lost mask, a wrong cast or a gradient
+    dropped would be far off), and its attention must compute in bf16 (else no speed)."""
+    torch.manual_seed(0)
+    model = get_model("transformer", preset="book").eval()
+    src, tgt_in, valid, tgt_out = with_labels(model, 32, 9, 9)
+    valid[1:] = valid[1:].clamp(max=6)
+
+    def value_and_gradients(loss_fn, bf16: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    forward = lambda: model.loss(model(src, tgt_in, valid), tgt_out)  # noqa: E731
+    packed = lambda: model.packed_loss((src, tgt_in, valid, tgt_out))  # noqa: E731
+    expected, expected_grads = value_and_gradients(forward, bf16=False)
+    errors = {}
+    for name, loss_fn in (("forward", forward), ("packed", packed)):
+        loss, grads = value_and_gradients(loss_fn, bf16=True)
+        assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
+        torch.testing.assert_close(loss, expected, rtol=1e-2, atol=0)
+        errors[name] = sum(float((g - expected_grads[n]).norm() / expected_grads[n].norm())
+                           for n, g in grads.items()) / len(grads)
+    assert 0.005 < errors["packed"] <= 1.25 * errors["forward"] + 0.01, errors
+    Q = torch.randn(8, 5, 16, dtype=torch.bfloat16)
+    assert _Attention.apply(Q, Q, Q, torch.zeros(1, 1, 5), 0.0).dtype == torch.bfloat16
 
 
 def test_packed_training_uses_dropout():

@@ -42,7 +42,11 @@ matrix: the valid source positions, and the target positions up to each row's la
 into padded (batch * heads, steps, d) tensors (`_heads_first`) for `_Attention` (its backward written out). Padded
 source positions are masked out of every attention that could read them and a causal decoder position never sees a
 later one, so the loss and its gradients are those of the forward pass (a test holds them equal); only dropout draws
-its masks in another order (and `_dropout_mask`'s way).
+its masks in another order (and `_dropout_mask`'s way). Under ``--precision bf16`` (CPU autocast) the packed path runs
+too: the products take bf16 operands and `_Attention`'s softmax stays float32, as under autocast's own forward pass
+(a test holds the gradients as close to float32's as that pass's). On a CPU with AVX512-BF16 (AMD Zen 4 here), bf16
+products run at about twice float32's rate (the book's shapes: 176-212 against 88-99 GFLOP/s, one thread), and a
+training step takes about 66 instead of 92 ms of CPU time.
 """
 
 from __future__ import annotations
@@ -270,11 +274,14 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, Q: Tensor, K: Tensor, V: Tensor, bias: Tensor, p: float) -> Tensor:  # type: ignore[override]
         scale = 1 / math.sqrt(Q.shape[-1])
-        S = torch.baddbmm(bias, Q, K.transpose(1, 2), alpha=scale)                  # (B, q, k)
+        # under bf16 autocast the products take bf16 operands and the softmax runs in float32, as autocast's own
+        # softmax does; in float32 (or 64) every cast here is a no-op
+        softmax_dtype = torch.promote_types(Q.dtype, torch.float32)
+        S = torch.baddbmm(bias.to(Q.dtype), Q, K.transpose(1, 2), alpha=scale).to(softmax_dtype)  # (B, q, k)
         A = S.sub_(S.amax(-1, keepdim=True)).exp_()                                 # softmax: -1e6 + max -> 0
         A.div_(A.sum(-1, keepdim=True))
         D = _dropout_mask(A.shape, p, A.dtype, A.device) if p > 0 else None
-        AD = A * D if D is not None else A
+        AD = (A * D if D is not None else A).to(V.dtype)
         ctx.scale = scale
         ctx.save_for_backward(Q, K, V, A, D, AD)
         return torch.bmm(AD, V)
@@ -282,12 +289,13 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out: Tensor):  # type: ignore[override]
         Q, K, V, A, D, AD = ctx.saved_tensors
-        d_out = d_out.contiguous()
+        d_out = d_out.contiguous().to(V.dtype)
         d_V = torch.bmm(AD.transpose(1, 2), d_out)
-        d_A = torch.bmm(d_out, V.transpose(1, 2))                                   # through dropout(A) ...
+        d_A = torch.bmm(d_out, V.transpose(1, 2)).to(A.dtype)                       # through dropout(A) ...
         if D is not None:
             d_A.mul_(D)                                                             # ... to A
         d_S = d_A.sub_((d_A * A).sum(-1, keepdim=True)).mul_(A).mul_(ctx.scale)    # softmax, then the scale
+        d_S = d_S.to(Q.dtype)
         return torch.bmm(d_S, K), torch.bmm(d_S.transpose(1, 2), Q), d_V, None, None
 
 
@@ -361,9 +369,10 @@ class Transformer(EncoderDecoder):
 
     # --- training ----------------------------------------------------------------------------------------------------
     def training_step(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
-        """The masked loss of a training batch: `packed_loss` on the CPU, the forward pass elsewhere (one host sync
-        per step to size the packed batch costs nothing on the CPU, but would stall a GPU)."""
-        if batch[0].device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        """The masked loss of a training batch: `packed_loss` on the CPU (in float32 or under bf16 autocast), the
+        forward pass elsewhere (one host sync per step to size the packed batch costs nothing on the CPU, but would
+        stall a GPU)."""
+        if batch[0].device.type == "cpu":
             return {"loss": self.packed_loss(batch)}
         return super().training_step(batch)
 
