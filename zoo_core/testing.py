@@ -266,6 +266,34 @@ def assert_same_loss_and_gradients(model: Any, loss: Callable[[], Tensor], refer
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def assert_bf16_path_as_close_as_autocast(model: Any, loss: Callable[[], Tensor],
+                                          reference: Callable[[], Tensor]) -> None:
+    """Under CPU bf16 autocast, `loss()` (a hand-written training path) is as close to `reference()` (the forward
+    pass) in float32 as `reference()` itself is under autocast: the loss within 1%, and the mean over parameters of
+    each gradient's relative error at most 1.25 times the forward pass's under autocast, plus 0.01. bf16 keeps 8 bits
+    of mantissa, so autocast's own gradients move by a few percent on average (small ones by 20-30%); a lost mask,
+    a wrong cast or a dropped gradient would be far off. The error must also exceed 0.005: the path did compute in
+    bf16 (else it brings no speed)."""
+    import torch
+
+    def value_and_gradients(f: Callable[[], Tensor], bf16: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            value = f()
+        value.backward()
+        return value.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected, expected_grads = value_and_gradients(reference, bf16=False)
+    errors = {}
+    for name, f in (("forward", reference), ("path", loss)):
+        value, grads = value_and_gradients(f, bf16=True)
+        assert value.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
+        torch.testing.assert_close(value, expected, rtol=1e-2, atol=0)
+        errors[name] = sum(float((g - expected_grads[n]).norm() / expected_grads[n].norm())
+                           for n, g in grads.items()) / len(grads)
+    assert 0.005 < errors["path"] <= 1.25 * errors["forward"] + 0.01, errors
+
+
 def assert_packed_loss_without_labels_is_zero(model: Any) -> None:
     """A batch whose labels are all ``<pad>`` has no token for the masked mean to average over: the packed loss is
     0 (not 0/0, NaN) and its backward pass runs."""

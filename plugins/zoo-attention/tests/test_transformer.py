@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from zoo_core import get_data, get_model, get_spec
 from zoo_core.onnx_export import export_graph
 from zoo_core.parity import _session
-from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_translation_equals_pytorch,
-                              assert_packed_loss_without_labels_is_zero, assert_predict_step_is_greedy,
+from zoo_core.testing import (assert_bf16_path_as_close_as_autocast, assert_onnx_search_equals_pytorch,
+                              assert_onnx_translation_equals_pytorch, assert_packed_loss_without_labels_is_zero, assert_predict_step_is_greedy,
                               assert_same_loss_and_gradients, assert_training_step_takes_the_packed_path,
                               assert_translates_exactly, export_graphs, generation_graphs, padded_labels,
                               require_data, train_preset)
@@ -320,34 +319,15 @@ def test_training_step_takes_the_packed_path_under_bf16_autocast(monkeypatch):
 
 
 def test_packed_loss_under_bf16_autocast_is_as_close_to_float32_as_autocasts_forward_pass():
-    """Under bf16 autocast the packed loss's products take bf16 operands and `_Attention`'s softmax runs in float32.
-    bf16 keeps 8 bits of mantissa, so gradients move: at init, the forward pass under autocast itself has some
-    parameters' gradients 20-30% off float32's (the attention's W_q and W_k, whose gradients are small), 3-5% on
-    average. The packed path must be no further from float32 than that (a lost mask, a wrong cast or a gradient
-    dropped would be far off), and its attention must compute in bf16 (else no speed)."""
+    """Under bf16 autocast the packed loss's products take bf16 operands and `_Attention`'s softmax runs in float32;
+    at init, autocast's own forward pass has some gradients 20-30% off float32's (the attention's W_q and W_k, whose
+    gradients are small), 3-5% on average: the packed path must be no further off. Its attention computes in bf16."""
     torch.manual_seed(0)
     model = get_model("transformer", preset="book").eval()
     src, tgt_in, valid, tgt_out = with_labels(model, 32, 9, 9)
     valid[1:] = valid[1:].clamp(max=6)
-
-    def value_and_gradients(loss_fn, bf16: bool) -> tuple[Tensor, dict[str, Tensor]]:
-        model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn()
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    forward = lambda: model.loss(model(src, tgt_in, valid), tgt_out)  # noqa: E731
-    packed = lambda: model.packed_loss((src, tgt_in, valid, tgt_out))  # noqa: E731
-    expected, expected_grads = value_and_gradients(forward, bf16=False)
-    errors = {}
-    for name, loss_fn in (("forward", forward), ("packed", packed)):
-        loss, grads = value_and_gradients(loss_fn, bf16=True)
-        assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
-        torch.testing.assert_close(loss, expected, rtol=1e-2, atol=0)
-        errors[name] = sum(float((g - expected_grads[n]).norm() / expected_grads[n].norm())
-                           for n, g in grads.items()) / len(grads)
-    assert 0.005 < errors["packed"] <= 1.25 * errors["forward"] + 0.01, errors
+    assert_bf16_path_as_close_as_autocast(model, lambda: model.packed_loss((src, tgt_in, valid, tgt_out)),
+                                          reference=lambda: model.loss(model(src, tgt_in, valid), tgt_out))
     Q = torch.randn(8, 5, 16, dtype=torch.bfloat16)
     assert _Attention.apply(Q, Q, Q, torch.zeros(1, 1, 5), 0.0).dtype == torch.bfloat16
 

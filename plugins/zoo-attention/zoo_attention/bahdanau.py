@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from zoo_attention.blocks import MASK_VALUE, AdditiveAttention
 from zoo_core.fast_math import tanh_
 from zoo_modern_rnn.encoder_decoder import Decoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens
-from zoo_modern_rnn.gru_train import input_bias
+from zoo_modern_rnn.gru_train import addmm, input_bias, matmul_dtype, mm
 from zoo_modern_rnn.seq2seq import NUM_STEPS, Seq2SeqEncoder, dropout, init_seq2seq, packed_encoder
 
 CROSS_ATTENTION = "decoder cross-attention"  # the name of `Bahdanau.attention_maps`'s one map
@@ -164,15 +164,19 @@ class _AttentionDecoder(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)  # float32 in; no autocast inside
     def forward(ctx, batch_sizes: Sequence[int], keep: Tensor, p_drop: float, p_att: float,  # type: ignore[override]
-                emb_gates: Tensor, enc: Tensor, keys: Tensor, h_init: Tensor, W_c: Tensor, W_q: Tensor, w_v: Tensor,
-                *weights: Tensor) -> Tensor:
+                mm_dtype: torch.dtype, emb_gates: Tensor, enc: Tensor, keys: Tensor, h_init: Tensor, W_c: Tensor,
+                W_q: Tensor, w_v: Tensor, *weights: Tensor) -> Tensor:
         L, _, H = h_init.shape
         Ha, N, m = W_q.shape[0], emb_gates.shape[0], enc.shape[1]
         W_hh, b_hn = weights[:L], weights[L:2 * L]
         W_ih, b_in = (None, *weights[2 * L:3 * L - 1]), (None, *weights[3 * L - 1:4 * L - 2])
         W_top = torch.cat((W_hh[-1], W_q))                                     # (3 H + Ha, H)
-        W_top_t, W_c_t = W_top.t(), W_c.t()
+        lp = mm_dtype  # the products' operands (`gru_train.mm`): bf16 under autocast, else float32
+        W_top_t, W_c_t = W_top.to(lp).t(), W_c.to(lp).t()
+        W_hh_t = [w.to(lp).t() for w in W_hh]
+        W_ih_t = [None] + [w.to(lp).t() for w in W_ih[1:]]
         new = emb_gates.new_empty
         outs, rz, ghn, cand = ([new(N, H) for _ in range(L)], [new(N, 2 * H) for _ in range(L)],
                                [new(N, H) for _ in range(L)], [new(N, H) for _ in range(L)])
@@ -187,7 +191,7 @@ class _AttentionDecoder(torch.autograd.Function):
             sl = slice(start, start + n)
             start += n
             h = [x[:n] for x in h]
-            top = torch.mm(h[-1], W_top_t)                                          # (n, 3 H + Ha)
+            top = torch.mm(h[-1].to(lp), W_top_t)                                   # (n, 3 H + Ha)
             F_t = tanh_(torch.add(top[:, None, 3 * H:], keys[:n], out=Fs[sl]))    # (n, m, Ha)
             scores = torch.where(keep[:n], torch.mv(F_t.view(-1, Ha), w_v).view(n, m), masked)
             _softmax_into(scores, -1, False, out=A[sl])
@@ -197,21 +201,22 @@ class _AttentionDecoder(torch.autograd.Function):
             torch.bmm(AD[sl].unsqueeze(1), enc[:n], out=C[sl].unsqueeze(1))        # the context (n, H)
             for k in range(L):
                 if k == 0:
-                    gi = torch.addmm(emb_gates[sl], C[sl], W_c_t)
+                    gi = addmm(emb_gates[sl], C[sl], W_c_t, lp)
                 else:
                     if p_drop > 0:
                         _dropout_mask(drop[k][sl], p_drop)
                         torch.mul(outs[k - 1][sl], drop[k][sl], out=xs[k][sl])
                     else:
                         xs[k][sl] = outs[k - 1][sl]
-                    gi = torch.addmm(b_in[k], xs[k][sl], W_ih[k].t())
-                gh = top[:, :3 * H] if k == L - 1 else torch.mm(h[k], W_hh[k].t())
+                    gi = addmm(b_in[k], xs[k][sl], W_ih_t[k], lp)
+                gh = top[:, :3 * H] if k == L - 1 else torch.mm(h[k].to(lp), W_hh_t[k])
                 r_z = torch.add(gi[:, :2 * H], gh[:, :2 * H], out=rz[k][sl]).sigmoid_()
                 gh_n = torch.add(gh[:, 2 * H:], b_hn[k], out=ghn[k][sl])
                 n_t = tanh_(torch.addcmul(gi[:, 2 * H:], r_z[:, :H], gh_n, out=cand[k][sl]))
                 torch.lerp(n_t, h[k], r_z[:, H:], out=outs[k][sl])
             h = [outs[k][sl] for k in range(L)]
         ctx.batch_sizes, ctx.p_drop, ctx.p_att, ctx.L, ctx.has_att_mask = list(batch_sizes), p_drop, p_att, L, p_att > 0
+        ctx.mm_dtype = lp
         saved = [keep, enc, h_init, W_c, W_top, w_v, Fs, A, C, *W_hh, *W_ih[1:], *outs, *rz, *ghn, *cand, *xs[1:]]
         ctx.n_saved = len(saved)
         extra = [AD, att_mask] if p_att > 0 else []
@@ -220,8 +225,9 @@ class _AttentionDecoder(torch.autograd.Function):
         return outs[-1]
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, d_out: Tensor):  # type: ignore[override]
-        L, batch_sizes = ctx.L, ctx.batch_sizes
+        L, batch_sizes, lp = ctx.L, ctx.batch_sizes, ctx.mm_dtype
         tensors = ctx.saved_tensors
         keep, enc, h_init, W_c, W_top, w_v, Fs, A, C = tensors[:9]
         rest = list(tensors[9:ctx.n_saved])
@@ -234,6 +240,8 @@ class _AttentionDecoder(torch.autograd.Function):
         drop = [None, *extra[2 if ctx.has_att_mask else 0:]] if ctx.p_drop > 0 else [None] * L
         _, b, H = h_init.shape
         Ha, N, m = W_top.shape[0] - 3 * H, A.shape[0], A.shape[1]
+        W_top_lp, W_c_lp = W_top.to(lp), W_c.to(lp)
+        W_hh_lp, W_ih_lp = [w.to(lp) for w in W_hh], [None] + [w.to(lp) for w in W_ih[1:]]
         new = A.new_empty
         D_gi = [new(N, 3 * H) for _ in range(L)]
         D_top = new(N, 3 * H + Ha)                                              # [d gh_top | d q]
@@ -260,11 +268,11 @@ class _AttentionDecoder(torch.autograd.Function):
                 _sigmoid_backward(dgi[:, :2 * H], r_z, grad_input=dgi[:, :2 * H])
                 dgh[:, :2 * H] = dgi[:, :2 * H]
                 if k > 0:
-                    d_above = torch.mm(dgi, W_ih[k])
+                    d_above = mm(dgi, W_ih_lp[k], lp)
                     if drop[k] is not None:
                         d_above.mul_(drop[k][sl])
             # the attention: c = dropout(a) V, a = softmax(masked F w_v), F = tanh(q + K)
-            d_c = torch.mm(D_gi[0][sl], W_c)                                           # (n, H)
+            d_c = mm(D_gi[0][sl], W_c_lp, lp)                                          # (n, H)
             # (n, m): a product and a sum, 6x faster here than bmm's n matrix-vector products (351 -> 55 µs)
             d_ad = (enc[:n] * d_c.unsqueeze(1)).sum(2)
             d_enc[:n].baddbmm_(AD[sl].unsqueeze(2), d_c.unsqueeze(1))
@@ -278,19 +286,19 @@ class _AttentionDecoder(torch.autograd.Function):
             torch.sum(d_pre, 1, out=D_top[sl, 3 * H:])                                  # d q
             for k in range(L):  # the gradient reaching each layer's state after step t - 1
                 if k == L - 1:
-                    torch.addmm(dhz[k], D_top[sl], W_top, out=dh[k][:n])
+                    addmm(dhz[k], D_top[sl], W_top_lp, lp, out=dh[k][:n])
                 else:
-                    torch.addmm(dhz[k], D_gh[k][sl], W_hh[k], out=dh[k][:n])
+                    addmm(dhz[k], D_gh[k][sl], W_hh_lp[k], lp, out=dh[k][:n])
         # every weight's gradient: one product over all steps
         h_prevs = [torch.cat([h_init[k, :batch_sizes[0]]] + [outs[k][starts[t - 1]:starts[t - 1] + batch_sizes[t]]
                              for t in range(1, len(batch_sizes))]) for k in range(L)]
-        d_W_top = D_top.t() @ h_prevs[-1]
-        d_W_hh = [D_gh[k].t() @ h_prevs[k] for k in range(L - 1)] + [d_W_top[:3 * H]]
+        d_W_top = mm(D_top.t(), h_prevs[-1].to(lp), lp)
+        d_W_hh = [mm(D_gh[k].t(), h_prevs[k].to(lp), lp) for k in range(L - 1)] + [d_W_top[:3 * H]]
         d_b_hn = [D_gh[k][:, 2 * H:].sum(0) for k in range(L)]
-        d_W_ih = [D_gi[k].t() @ xs[k] for k in range(1, L)]
+        d_W_ih = [mm(D_gi[k].t(), xs[k].to(lp), lp) for k in range(1, L)]
         d_b_in = [D_gi[k].sum(0) for k in range(1, L)]
-        d_W_c = D_gi[0].t() @ C
-        return (None, None, None, None, D_gi[0], d_enc, d_keys, torch.stack(dh), d_W_c, d_W_top[3 * H:], d_w_v,
+        d_W_c = mm(D_gi[0].t(), C.to(lp), lp)
+        return (None, None, None, None, None, D_gi[0], d_enc, d_keys, torch.stack(dh), d_W_c, d_W_top[3 * H:], d_w_v,
                 *d_W_hh, *d_b_hn, *d_W_ih, *d_b_in)
 
 
@@ -318,9 +326,9 @@ class Bahdanau(EncoderDecoder):
 
     # --- training ----------------------------------------------------------------------------------------------------
     def training_step(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
-        """The masked loss of a training batch: `packed_loss` on the CPU (no autocast), else the book's forward
-        pass."""
-        if batch[0].device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        """The masked loss of a training batch: `packed_loss` on the CPU (in float32 or under bf16 autocast), else the
+        book's forward pass."""
+        if batch[0].device.type == "cpu":
             return {"loss": self.packed_loss(batch)}
         return super().training_step(batch)
 
@@ -375,8 +383,9 @@ class Bahdanau(EncoderDecoder):
                    + [input_bias(getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")) for k in range(1, L)])
         p_drop = rnn.dropout if self.training else 0.0
         p_att = att.dropout.p if self.training else 0.0
-        return _AttentionDecoder.apply(batch_sizes, keep, p_drop, p_att, emb_gates, enc_outputs, keys,
-                                       torch.stack(states), W_ih0[:, :H], att.W_q.weight, att.w_v.weight[0], *weights)
+        return _AttentionDecoder.apply(batch_sizes, keep, p_drop, p_att, matmul_dtype(W_ih0), emb_gates, enc_outputs,
+                                       keys, torch.stack(states), W_ih0[:, :H], att.W_q.weight, att.w_v.weight[0],
+                                       *weights)
 
     # --- graphs and attention maps -----------------------------------------------------------------------------------
     def encoder_graph(self) -> nn.Module:

@@ -211,10 +211,9 @@ class Seq2Seq(EncoderDecoder):
 
     # --- training ----------------------------------------------------------------------------------------------------
     def training_step(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
-        """The masked loss of a training batch: `packed_loss` on the CPU (the book's encoder, no autocast), else the
-        book's forward pass (on CUDA, ``nn.GRU`` runs cuDNN's fused kernels)."""
-        if (isinstance(self.encoder, Seq2SeqEncoder) and batch[0].device.type == "cpu"
-                and not torch.is_autocast_enabled("cpu")):
+        """The masked loss of a training batch: `packed_loss` on the CPU (the book's encoder; in float32 or under
+        bf16 autocast), else the book's forward pass (on CUDA, ``nn.GRU`` runs cuDNN's fused kernels)."""
+        if isinstance(self.encoder, Seq2SeqEncoder) and batch[0].device.type == "cpu":
             return {"loss": self.packed_loss(batch)}
         return super().training_step(batch)
 
