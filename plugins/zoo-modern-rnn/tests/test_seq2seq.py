@@ -12,8 +12,9 @@ from torch import nn
 
 from zoo_core import get_data, get_model, get_spec
 from zoo_core.decoding import TorchRunner, beam_search, greedy
-from zoo_core.testing import (assert_bf16_path_as_close_as_autocast, assert_onnx_search_equals_pytorch,
-                              assert_onnx_translation_equals_pytorch, assert_packed_loss_without_labels_is_zero, assert_parity_at_untraced_sizes,
+from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_translation_equals_pytorch,
+                              assert_packed_loss_under_bf16_as_close_as_autocast,
+                              assert_packed_loss_without_labels_is_zero, assert_parity_at_untraced_sizes,
                               assert_predict_step_is_greedy, assert_same_loss_and_gradients,
                               assert_training_step_takes_the_packed_path, assert_translates_exactly, export_graphs,
                               generation_graphs, padded_labels, require_data, train_preset)
@@ -175,11 +176,9 @@ def test_gru_layer_is_nn_gru(lengths):
         assert torch.autograd.gradcheck(zero_h0, (x, *weights))
 
 
-@pytest.mark.parametrize("preset", ["tiny", "book"])
-def test_packed_loss_is_the_forward_loss(preset):
-    """The training path (`packed_loss`: rows sorted, the decoder stopped at each row's last label, projected
-    embedding tables, the context projected once, gru_layer) gives the book's forward pass's masked loss and
-    gradients (eval mode: no dropout, so both compute the same function)."""
+def labelled_batch(preset: str) -> tuple[Seq2Seq, tuple[torch.Tensor, ...]]:
+    """The model (eval mode, seed 0) and a batch of 16 with padded sources and labels ending at different steps,
+    (src, tgt_in, valid, tgt_out), for the packed loss's tests."""
     torch.manual_seed(0)
     model = get_model("seq2seq", preset=preset).eval()
     pad = model.tgt_pad
@@ -187,6 +186,15 @@ def test_packed_loss_is_the_forward_loss(preset):
     tgt_in[tgt_in == pad] = pad + 1
     tgt_out = padded_labels(16, 9, model.tgt_vocab_size, pad)
     tgt_out[0, 2] = pad  # a <pad> label before the last one counts for nothing either
+    return model, (src, tgt_in, valid, tgt_out)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "book"])
+def test_packed_loss_is_the_forward_loss(preset):
+    """The training path (`packed_loss`: rows sorted, the decoder stopped at each row's last label, projected
+    embedding tables, the context projected once, gru_layer) gives the book's forward pass's masked loss and
+    gradients (eval mode: no dropout, so both compute the same function)."""
+    model, (src, tgt_in, valid, tgt_out) = labelled_batch(preset)
     assert_same_loss_and_gradients(model, lambda: model.packed_loss((src, tgt_in, valid, tgt_out)),
                                    reference=lambda: model.loss(model(src, tgt_in, valid), tgt_out))
 
@@ -194,20 +202,7 @@ def test_packed_loss_is_the_forward_loss(preset):
 def test_packed_loss_under_bf16_autocast_is_as_close_to_float32_as_autocasts_forward_pass():
     """Under bf16 autocast `gru_layer` takes bf16 operands for its products and keeps the states and gates in float32:
     no further from float32 than autocast's own forward pass (``nn.GRU`` under autocast)."""
-    torch.manual_seed(0)
-    model = get_model("seq2seq", preset="book").eval()
-    pad = model.tgt_pad
-    src, tgt_in, valid = model.graph_inputs("model", {"batch": 16, "src_seq": 9, "tgt_seq": 9})
-    tgt_in[tgt_in == pad] = pad + 1
-    tgt_out = padded_labels(16, 9, model.tgt_vocab_size, pad)
-    assert_bf16_path_as_close_as_autocast(model, lambda: model.packed_loss((src, tgt_in, valid, tgt_out)),
-                                          reference=lambda: model.loss(model(src, tgt_in, valid), tgt_out))
-
-
-def test_training_step_takes_the_packed_path_under_bf16_autocast(monkeypatch):
-    batch = get_data("seq2seq", preset="tiny").example_batch()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert_training_step_takes_the_packed_path(tiny().train(), batch, monkeypatch)
+    assert_packed_loss_under_bf16_as_close_as_autocast(*labelled_batch("book"))
 
 
 def test_packed_loss_of_a_batch_without_labels():
