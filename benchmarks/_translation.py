@@ -3,7 +3,7 @@ bahdanau.py and transformer.py share; each script keeps its docstring (the comma
 and its own measurements.
 
 - the arguments every one takes (`arguments`): epochs, repetitions, threads of each side, the reference command, the
-  result file;
+  zoo's ``--precision`` (32 or bf16: the reference trains in float32 either way), the result file;
 - the alternating runs (`alternate`): repetition i trains the zoo with seed i in this process, then the reference
   (``d2l-reference MODEL --epochs N --seed i``, `reference_run`) in its own with ``OMP_NUM_THREADS=T``, so that a
   busy machine slows both alike;

@@ -1,6 +1,6 @@
 """bahdanau (d2l §11.4), the book's recipe, with the zoo and with the book's own code (d2l 1.0.3), in the same run.
 
-    ZOO_DATA=../shared/data python benchmarks/bahdanau.py [--epochs 30] [--repeat 1] [--threads 1]
+    ZOO_DATA=../shared/data python benchmarks/bahdanau.py [--epochs 30] [--repeat 1] [--threads 1] [--precision bf16]
 
 The pattern of benchmarks/seq2seq.py, for chapter 11's GRU encoder-decoder with additive attention. The zoo side is
 what a user runs, in this process: ``zoo train bahdanau --threads T --seed i`` (`zoo_core.workflows.train`), ``zoo

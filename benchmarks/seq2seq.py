@@ -1,6 +1,6 @@
 """seq2seq (d2l §10.7), the book's recipe, with the zoo and with the book's own code (d2l 1.0.3), in the same run.
 
-    ZOO_DATA=../shared/data python benchmarks/seq2seq.py [--epochs 30] [--repeat 1] [--threads 1]
+    ZOO_DATA=../shared/data python benchmarks/seq2seq.py [--epochs 30] [--repeat 1] [--threads 1] [--precision bf16]
 
 The zoo side is what a user runs, in this process: ``zoo train seq2seq --threads T --seed i`` (`zoo_core.workflows.train`),
 ``zoo export seq2seq --onnx`` (`zoo_core.workflows.export`: ``encoder.onnx``, ``decoder_step.onnx``, ``model.onnx``, each with

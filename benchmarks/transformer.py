@@ -1,6 +1,6 @@
 """transformer (d2l §11.7), the book's recipe, with the zoo and with the book's own code (d2l 1.0.3), in the same run.
 
-    ZOO_DATA=../shared/data python benchmarks/transformer.py [--epochs 30] [--repeat 1] [--threads 1]
+    ZOO_DATA=../shared/data python benchmarks/transformer.py [--epochs 30] [--repeat 1] [--threads 1] [--precision bf16]
 
 The zoo side is what a user runs, in this process: ``zoo train transformer --threads T --seed i``
 (`zoo_core.workflows.train`), ``zoo export transformer --onnx`` (``encoder.onnx``, ``decoder_step.onnx``,

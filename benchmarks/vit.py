@@ -1,6 +1,6 @@
 """ViT (d2l §11.8), the book's preset, with the zoo (``zoo train vit``) and the book's own code (d2l 1.0.3), same run.
 
-    ZOO_DATA=../shared/data python benchmarks/vit.py [--max-batches 3] [--repeat 3] [--threads 1]
+    ZOO_DATA=../shared/data python benchmarks/vit.py [--max-batches 3] [--repeat 3] [--threads 1] [--precision bf16]
     ZOO_DATA=../shared/data python benchmarks/vit.py --device cuda --epochs 10 --repeat 1   # the book's recipe (GPU)
 
 Each side runs as a user runs it, in its own process, with the same thread count (``--threads``, also as
@@ -129,7 +129,8 @@ def main() -> None:
 
     what = f"{args.max_batches} batches of batch 128" if args.max_batches else f"{args.epochs} epochs"
     result = {"benchmark": f"vit, book preset (Fashion-MNIST 96 px), {what}, training examples/s, zoo vs d2l 1.0.3",
-              "model": "vit", "device": args.device, "precision": args.precision, "max_batches": steps, "epochs": args.epochs,
+              "model": "vit", "device": args.device, "precision": args.precision, "max_batches": steps,
+              "epochs": args.epochs,
               "threads": threads or "torch default",
               "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
               "zoo": summary(zoo)}
