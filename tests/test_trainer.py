@@ -16,7 +16,7 @@ from zoo_core import (
     Classifier, NonFiniteLossError, Trainer, TrainingInterrupted, ZooError, get_data, get_model, resolve_device,
 )
 from zoo_core.data.fashion_mnist import FashionMNIST
-from zoo_core.devices import resolve_precision
+from zoo_core.devices import cpu_has_native_bf16, resolve_precision
 
 
 class DropoutNet(Classifier):
@@ -144,6 +144,28 @@ def test_bf16_autocast_trains_on_cpu():
     result = quiet(max_epochs=3, precision="bf16").fit(model, data)
     assert result.precision == "bf16"
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+
+
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, native):
+    """Emulated bf16 products are several times slower than float32's (`cpu_has_native_bf16`): said once, up front;
+    nothing is said where the CPU has them or where that cannot be told."""
+    monkeypatch.setattr("zoo_core.trainer.cpu_has_native_bf16", lambda: native)
+    lines = []
+    Trainer(max_epochs=1, device="cpu", precision="bf16", progress=False, log=lines.append).fit(
+        get_model("softmax", preset="tiny"), get_data("softmax", preset="tiny"))
+    warned = [line for line in lines if "no bf16 instructions" in line]
+    assert len(warned) == (1 if native is False else 0)
+    assert lines[-1].startswith("epoch 1/1")
+
+
+def test_cpu_has_native_bf16_reads_the_flags():
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\nbogomips\t: 4800\n"
+    assert cpu_has_native_bf16(flags.format("avx512_bf16 avx512_vnni")) is True  # AMD Zen 4, Intel Cooper Lake on
+    assert cpu_has_native_bf16(flags.format("amx_bf16 amx_tile")) is True        # Intel Sapphire Rapids on
+    assert cpu_has_native_bf16(flags.format("avx512_vnni")) is False
+    assert cpu_has_native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n") is None  # not x86's flags
+    assert cpu_has_native_bf16() in (True, False, None)  # this machine's /proc/cpuinfo, or None without one
 
 
 def test_plain_progress_lines_one_per_epoch():

@@ -58,6 +58,26 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU multiplies bf16 in hardware (x86: the ``avx512_bf16`` or ``amx_bf16`` flag of Linux's
+    ``/proc/cpuinfo``, or of `cpuinfo`'s text); None where that cannot be told here (another system or architecture).
+
+    Without it oneDNN emulates bf16 products, and ``--precision bf16`` is slower than float32. Measured on a 2-core
+    AMD EPYC (Zen 4), one thread, (1000, 256) x (256, 256): 212 GFLOP/s in bf16 against 99 in float32 with its bf16
+    instructions; with them masked (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``), 26 against 56 (the machine busier); with
+    AVX2 only, 1.7 against 59."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    if flags is None:  # not an x86 kernel's cpuinfo (ARM says "Features")
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @contextlib.contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
     """TF32 matmuls and cuDNN convolutions on (training) or off (parity checks) inside the block, then as before."""

@@ -35,7 +35,7 @@ from zoo_core import distributed
 from zoo_core.artifacts import atomic_path, check_hashes, file_records, no_space_error, replace_dir, write_json
 from zoo_core.data.module import DataModule, TensorLoader
 from zoo_core.devices import (
-    channels_last, flush_denormals, keep_freed_memory, resolve_device, resolve_precision, tf32,
+    channels_last, cpu_has_native_bf16, flush_denormals, keep_freed_memory, resolve_device, resolve_precision, tf32,
 )
 from zoo_core.distributed import DistEnv
 from zoo_core.errors import (
@@ -162,6 +162,9 @@ class Trainer:
         env = DistEnv.from_env()
         device = resolve_device(self.device, env.local_rank)
         precision = resolve_precision(self.precision, device)
+        if device.type == "cpu" and precision == "bf16" and cpu_has_native_bf16() is False and env.is_main:
+            self.log("warning: this CPU has no bf16 instructions (AVX512-BF16 or AMX): --precision bf16 is emulated "
+                     "and slower than fp32 here")
         joined = distributed.init_process_group(env, device)
         error: BaseException | None = None
         try:
