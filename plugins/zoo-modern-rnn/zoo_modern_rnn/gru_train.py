@@ -55,9 +55,9 @@ def mm(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def addmm(bias: Tensor, a: Tensor, b: Tensor, dtype: torch.dtype, out: Tensor | None = None) -> Tensor:
-    """``bias + a @ b`` as `mm` computes the product (``torch.addmm`` in one kernel when no cast is needed), into
-    `out` if given."""
-    if a.dtype == dtype:
+    """``bias + a @ b`` as `mm` computes the product, in bias's dtype (``torch.addmm`` in one kernel when bias, `a`
+    and `dtype` agree), into `out` if given."""
+    if a.dtype == dtype == bias.dtype:
         return torch.addmm(bias, a, b, out=out) if out is not None else torch.addmm(bias, a, b)
     product = a.to(dtype) @ b
     return torch.add(bias, product, out=out) if out is not None else torch.add(bias, product)
