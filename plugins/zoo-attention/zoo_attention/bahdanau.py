@@ -33,6 +33,9 @@ validation loss, the graphs and `attention_maps` use the book's forward pass):
   accumulate it, and zero-fill a full-size gradient for every slice of the encoder's outputs and keys).
 
 Same parameters, same loss, same gradients up to float rounding; a test holds them equal to the forward pass's.
+Under ``--precision bf16`` (CPU autocast) this path runs too, with bf16 operands for its matrix products and float32
+everywhere else (`zoo_modern_rnn.gru_train`'s docstring); a test holds it as close to float32 as autocast's own
+forward pass.
 
 Graphs (every tensor batch-major, so beam search can reorder rows):
 

@@ -24,7 +24,8 @@ masked loss); the first layers' input projections of the embeddings are looked u
 (``E W_ih^T + b_ih``, one row per word, instead of one matrix product per token), the decoder's projection of the
 constant context is computed once per sentence rather than at every step; and the GRU layers run `gru_layer` (a
 hand-written backward pass). Same parameters, same loss, same gradients, up to float rounding; a test holds them
-equal to the forward pass's.
+equal to the forward pass's. Under ``--precision bf16`` (CPU autocast) the same path runs with bf16 operands for the
+products (`gru_train`'s docstring), as close to float32 as autocast's own forward pass (a test holds it).
 
 Graphs (every tensor batch-major, so beam search can reorder rows):
 
