@@ -159,6 +159,15 @@ def test_user_mistakes_are_one_line(cli, args, fragments):
     cli(*args).assert_one_line_error(*fragments)
 
 
+def test_precision_names_ignore_case(cli, tmp_path):
+    """``--precision BF16`` is bf16 (a user writes it either way); the manifest records the canonical name."""
+    result = cli("train", "softmax", "--preset", "tiny", "--epochs", "1", "--precision", "BF16", "--device", "cpu",
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "softmax" / result.stdout.splitlines()[-1].rsplit("/", 1)[-1]
+    assert read_manifest(run)["train"]["precision"] == "bf16"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
 def test_cuda_without_cuda_is_one_line(cli, tmp_path):
     cli("train", "softmax", "--preset", "tiny", "--device", "cuda", "--out", str(tmp_path)).assert_one_line_error(

@@ -407,6 +407,7 @@ def test_the_answering_run_is_named_on_stderr_and_a_tiny_one_flagged(runs, cli):
     (["   "], ["empty sentence"]),
     (["i go home and you see the cat now ."], ["has 11 tokens with <eos>", "more than the 6 (num_steps)",
                                                "shorten it"]),
+    (["i " * 500 + "."], ["has 502 tokens with <eos>", "i i...' has"]),  # a long input is cut in the message
     (["i go", "--num-preds", "3"], ["--num-preds", "translation"]),
 ])
 def test_bad_sentences_are_one_line(runs, cli, args, fragments):

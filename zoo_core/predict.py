@@ -360,8 +360,9 @@ def _translate(r: _Run, sentences: Sequence[str], runtime: str, provider: str, b
         if not words:
             raise ZooError("empty sentence: nothing to translate")
         if len(words) + 1 > num_steps:
-            raise ZooError(f"sentence {sentence!r} has {len(words) + 1} tokens with <eos>, more than the {num_steps} "
-                           f"(num_steps) this run was trained on; the book's build would cut it: shorten it")
+            shown = sentence if len(sentence) <= 60 else sentence[:57] + "..."  # one line, however long the input
+            raise ZooError(f"sentence {shown!r} has {len(words) + 1} tokens with <eos>, more than the {num_steps} "
+                           f"(num_steps) this run was trained on: shorten it (the book's data pipeline would cut it)")
         unknown += [w for w in words if w not in src_vocab and w not in unknown]
     _unknown_note(note, unknown, "words")
     src, src_valid_len = encode_source(list(sentences), src_vocab, num_steps)
