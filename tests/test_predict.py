@@ -449,6 +449,13 @@ def test_bad_attention_requests_are_one_line(runs, cli, model, args, fragments):
     cli("predict", model, "i go .", "--run", runs[model], *args).assert_one_line_error(*fragments)
 
 
+def test_an_option_the_model_cannot_take_is_refused_before_looking_for_a_run(cli, tmp_path):
+    """No run of vit is needed to learn that it draws no attention heatmaps (else: "train one", a long training,
+    then the refusal)."""
+    cli("predict", "vit", "x.png", "--attention", "a.png", "--out", str(tmp_path)).assert_one_line_error(
+        "--attention does not apply to a classification model")
+
+
 def test_heatmaps_check_their_sizes_against_the_tokens(tmp_path):
     from zoo_core.attention_plot import axes_tokens, crop_source, save_heatmaps
     from zoo_core.errors import ZooError

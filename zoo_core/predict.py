@@ -38,7 +38,7 @@ from torch import Tensor
 
 from zoo_core.artifacts import check_hashes
 from zoo_core.errors import ZooError
-from zoo_core.registry import ModelSpec, data_class, get_data_spec
+from zoo_core.registry import ModelSpec, data_class, get_data_spec, get_spec
 from zoo_core.workflows import WEIGHTS, finished_run, load_run_model, run_graphs
 
 TASKS = ("classification", "language-modeling", "translation")
@@ -208,11 +208,11 @@ def predict(name: str, inputs: Sequence[str], *, run: str | None = None, out: st
         raise ZooError(f"unknown runtime {runtime!r} (torch or onnx)")
     if not inputs:
         raise ZooError("nothing to predict: give at least one input")
-    r = _Run(name, run, out)
-    task = r.spec.task
+    task = get_spec(name).task  # an option the model cannot take is refused before looking for a run of it
     if task not in TASKS:
         raise ZooError(f"zoo predict does not handle {task} models like {name} (it handles {', '.join(TASKS)})")
     _check_options(task, beam, num_preds, references, attention)
+    r = _Run(name, run, out)
     with torch.no_grad():
         if task == "classification":
             results = _classify(r, inputs, runtime, provider)
