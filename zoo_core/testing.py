@@ -277,8 +277,12 @@ def assert_packed_loss_under_bf16_as_close_as_autocast(model: Any, batch: Sequen
     import torch
 
     src, tgt_in, valid, tgt_out = batch
-    loss = lambda: model.packed_loss(batch)  # noqa: E731
-    reference = lambda: model.loss(model(src, tgt_in, valid), tgt_out)  # noqa: E731
+
+    def packed() -> Tensor:
+        return model.packed_loss(batch)
+
+    def forward() -> Tensor:
+        return model.loss(model(src, tgt_in, valid), tgt_out)
 
     def value_and_gradients(f: Callable[[], Tensor], bf16: bool) -> tuple[Tensor, dict[str, Tensor]]:
         model.zero_grad()
@@ -287,9 +291,9 @@ def assert_packed_loss_under_bf16_as_close_as_autocast(model: Any, batch: Sequen
         value.backward()
         return value.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
-    expected, expected_grads = value_and_gradients(reference, bf16=False)
+    expected, expected_grads = value_and_gradients(forward, bf16=False)
     errors = {}
-    for name, f in (("forward", reference), ("path", loss)):
+    for name, f in (("forward", forward), ("path", packed)):
         value, grads = value_and_gradients(f, bf16=True)
         assert value.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads.values())
         torch.testing.assert_close(value, expected, rtol=1e-2, atol=0)
