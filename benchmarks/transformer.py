@@ -144,11 +144,11 @@ print(json.dumps(epoch_profile(epoch, len(batches), CPU_EPOCHS)))
 """
 
 
-def profile_sides(reference: str, data, threads: int) -> dict:
+def profile_sides(reference: str, data, threads: int, precision: str = "32") -> dict:
     """Training steps of each side at `threads` threads (`_cpu_profile.epoch_profile`, over `CPU_EPOCHS` epochs).
     The zoo: its packed training loss and its forward pass (the book's computation) on the same batches, with the
-    Trainer's CPU settings (freed memory kept, subnormals flushed); the reference: its own classes in its own
-    environment."""
+    Trainer's CPU settings (freed memory kept, subnormals flushed) and its `precision` (bf16: under autocast, as
+    ``zoo train --precision bf16``); the reference: its own classes in its own environment, in float32."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = zoo_core.get_model(NAME, preset="book").train()
@@ -161,7 +161,9 @@ def profile_sides(reference: str, data, threads: int) -> dict:
         def epoch() -> None:
             for b in batches:
                 opt.zero_grad()
-                loss_fn(b).backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = loss_fn(b)
+                loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1)
                 opt.step()
         keep_freed_memory()
@@ -208,7 +210,7 @@ def main() -> None:
     args = arguments(__doc__, NAME, options)
     runs = alternate(NAME, args, lambda data, seed, out: zoo_run(data, seed, args.epochs, args.threads, out,
                                                                  args.kv_repeats, args.precision))
-    profiled = (profile_sides(args.reference if runs.used_reference else "", runs.data, args.threads)
+    profiled = (profile_sides(args.reference if runs.used_reference else "", runs.data, args.threads, args.precision)
                 if args.profile else None)
     zoo = runs.zoo
     result = summary(NAME, runs, {
