@@ -165,7 +165,8 @@ def test_cpu_has_native_bf16_reads_the_flags():
     assert cpu_has_native_bf16(flags.format("amx_bf16 amx_tile")) is True        # Intel Sapphire Rapids on
     assert cpu_has_native_bf16(flags.format("avx512_vnni")) is False
     assert cpu_has_native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n") is None  # not x86's flags
-    assert cpu_has_native_bf16() in (True, False, None)  # this machine's /proc/cpuinfo, or None without one
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):  # this machine's /proc/cpuinfo
+        assert isinstance(cpu_has_native_bf16(), bool)
 
 
 def test_plain_progress_lines_one_per_epoch():
