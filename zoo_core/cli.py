@@ -245,10 +245,14 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
                    "epoch's weights.")
 @click.option("--compile", "compile_", is_flag=True, help="Train through torch.compile (slower start, faster steps).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads (default: torch's choice).")
+@click.option("--rng", type=click.Choice(["zoo", "book"], case_sensitive=False), default=None,
+              help="book: replay the d2l reference's random stream at --seed (its initialisation order, DataLoader "
+                   "shuffles and dropout masks), to compare with the book's code seed for seed; one process, no "
+                   "resume. zoo (default): the zoo's resumable streams.")
 def train_command(name: str, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
                   lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int | None,
                   data_dir: str | None, out: str, resume: str | None, early_stop_patience: int | None,
-                  compile_: bool, threads: int | None) -> None:
+                  compile_: bool, threads: int | None, rng: str | None) -> None:
     """Train NAME with its preset's recipe; prints the run directory as the last line on stdout."""
     plugins.load()
     from zoo_core import workflows
@@ -257,7 +261,7 @@ def train_command(name: str, preset: str, epochs: int | None, max_steps: int | N
         name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
         assignments=list(assignments), device=device, precision=precision, seed=seed, data_dir=data_dir, out=out,
         resume=resume, early_stop_patience=early_stop_patience, compile=compile_, threads=threads,
-        log=lambda line: click.echo(line, err=True),
+        rng=rng.lower() if rng else None, log=lambda line: click.echo(line, err=True),
         command=shlex.join(["zoo", *sys.argv[1:]]))
     if run_dir is not None:  # rank 0
         click.echo(str(run_dir))

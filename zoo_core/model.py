@@ -46,6 +46,20 @@ class Model(nn.Module, HyperParameters):
     unit: ClassVar[str] = "examples"
     """What `batch_weight` counts, and so what training speed is reported in: ``examples`` or ``tokens``."""
 
+    replays_book_rng: bool = False
+    """Whether `init_like_book` is implemented, so that ``zoo train --rng book`` can replay the d2l reference's
+    random stream (`zoo_core.book_rng`)."""
+
+    book_rng: bool = False
+    """Set by `init_like_book`: training draws its randomness (dropout masks) as the book's code does."""
+
+    def init_like_book(self) -> None:
+        """Draw the parameters again from torch's global generator in the order the book's code draws them, defer
+        the initialisation of the layers the book makes lazy (`zoo_core.book_rng.defer_init`), and set `book_rng`.
+        The trainer calls it with ``--rng book`` right after ``torch.manual_seed(seed)``. Models that can, override it
+        and set `replays_book_rng`; the default raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot replay the book's random stream")
+
     def loss(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """The training objective, a scalar tensor (mean over the batch)."""
         raise NotImplementedError

@@ -329,6 +329,92 @@ def assert_training_step_takes_the_packed_path(model: Any, batch: Sequence[Tenso
     assert len(calls) == 2
 
 
+# --- --rng book: replaying the book's run (zoo_core.book_rng) ---------------------------------------------------------
+
+def book_fit(model: Any, loss: Callable[[Any, Sequence[Tensor]], Tensor], optimizer: Any,
+             tensors: Sequence[Tensor], batch_size: int, epochs: int, clip: float = 1.0) -> None:
+    """Train `model` as d2l 1.0.3's ``Trainer.fit`` does (without its validation pass), the oracle of the ``--rng
+    book`` tests: each epoch a new iterator over ``DataLoader(TensorDataset(*tensors), batch_size, shuffle=True)``;
+    each batch ``loss(model, batch)``, ``zero_grad``, ``backward``, the book's ``clip_gradients`` (scale every
+    gradient by ``clip / norm`` when the global norm exceeds `clip`), ``step``."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(*tensors), batch_size, shuffle=True)
+    for _ in range(epochs):
+        for batch in loader:
+            value = loss(model, batch)
+            optimizer.zero_grad()
+            value.backward()
+            params = [p for p in model.parameters() if p.requires_grad]
+            norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
+            if norm > clip:
+                for p in params:
+                    p.grad[:] *= clip / norm
+            optimizer.step()
+
+
+def book_rnn_lm(rnn: Any, vocab_size: int) -> Any:
+    """d2l's ``RNNLM`` (§9.6) around `rnn` (an ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM``), as printed: one-hot inputs and
+    an ``nn.LazyLinear`` output layer; (batch, num_steps) token indices -> (batch, num_steps, vocab_size) logits."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class RNNLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = rnn
+            self.linear = nn.LazyLinear(vocab_size)
+
+        def forward(self, X: Tensor) -> Tensor:
+            outputs, _ = self.rnn(F.one_hot(X.T, vocab_size).type(torch.float32))
+            return self.linear(outputs).swapaxes(0, 1)
+
+    return RNNLM()
+
+
+def book_lm_loss(model: Any, batch: Sequence[Tensor]) -> Tensor:
+    """The book's language-model loss (d2l ``Classifier.loss``): the mean cross-entropy over every position."""
+    import torch.nn.functional as F
+
+    X, Y = batch
+    Y_hat = model(X)
+    return F.cross_entropy(Y_hat.reshape(-1, Y_hat.shape[-1]), Y.reshape(-1))
+
+
+def assert_rng_book_replays_the_book(name: str, book_model: Callable[[], Any],
+                                     book_loss: Callable[[Any, Sequence[Tensor]], Tensor],
+                                     book_optimizer: Callable[[Any], Any], *, seed: int = 7, epochs: int = 2,
+                                     tol: float = 1e-4) -> None:
+    """`name`'s tiny preset, trained by the `Trainer` with ``rng="book"`` for `epochs`, ends with the parameters the
+    book's code ends with from ``torch.manual_seed(seed)``: `book_model()` (the book's model as printed, its
+    parameters named as the zoo model's), `book_optimizer(model)` and `book_loss(model, batch)` trained by
+    `book_fit` on the same training tensors. Equal within `tol` (rtol and atol: float sums in another order); and
+    with ``rng="zoo"`` the zoo ends elsewhere (more than 100 times `tol` away), so the comparison can fail."""
+    import torch
+
+    from zoo_core import Trainer, get_data, get_model, get_spec
+
+    preset = get_spec(name).preset("tiny")
+    data = get_data(name, preset="tiny")
+    torch.manual_seed(seed)
+    book = book_model()
+    book_fit(book, book_loss, book_optimizer(book), data.train_dataloader().tensors, data.batch_size, epochs,
+             clip=preset.train.get("gradient_clip_val") or math.inf)
+    expected = dict(book.named_parameters())
+    ends = {}
+    for rng in ("book", "zoo"):
+        model = get_model(name, preset="tiny")
+        Trainer(**{**preset.train, "max_epochs": epochs}, device="cpu", seed=seed, rng=rng, progress=False,
+                log=lambda line: None).fit(model, data)
+        ends[rng] = dict(model.named_parameters())
+    assert ends["book"].keys() == expected.keys()
+    for param_name, p in ends["book"].items():
+        torch.testing.assert_close(p, expected[param_name], rtol=tol, atol=tol, msg=param_name)
+    assert max((p - expected[n]).abs().max().item() for n, p in ends["zoo"].items()) > 100 * tol
+
+
 # --- the contract ---------------------------------------------------------------------------------------------------
 
 def _check_shapes(tensors: Sequence[Any], specs: Sequence[Any], batch_size: int, what: str) -> None:

@@ -122,6 +122,11 @@ class Trainer:
         channels_last: keep 4-D activations in NHWC memory (faster convolutions on tensor cores). None: on CUDA,
             for models with 2-D convolutions.
         seed: seeds torch's RNG at the start of `fit` and orders the data; recorded in checkpoints.
+        rng: ``zoo``: the zoo's streams (initialisation, then a re-seeded stream for training, each epoch's order
+            from ``(seed, epoch)``: resumable, the same on every DDP rank). ``book``: replay the d2l reference's one
+            stream at `seed`: `Model.init_like_book`, then the book's ``DataLoader`` draws for each epoch's order
+            (`zoo_core.book_rng`); for comparing with the book's code seed for seed; one process, no resume, no
+            compile.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``curves.png`` go; None writes nothing.
         log_every_n_steps: how often metrics and the loss check are read from the device.
         progress: a tqdm bar (True), plain lines (False), or tqdm only on a terminal (None).
@@ -131,7 +136,7 @@ class Trainer:
     def __init__(self, max_epochs: int = 1, *, max_steps: int | None = None, device: str = "auto",
                  precision: str = "auto", gradient_clip_val: float = 0.0,
                  early_stop_patience: int | None = None, compile: bool | str = False,
-                 channels_last: bool | None = None, seed: int | None = 0,
+                 channels_last: bool | None = None, seed: int | None = 0, rng: str = "zoo",
                  run_dir: str | Path | None = None, log_every_n_steps: int = 50, progress: bool | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         if max_epochs < 1:
@@ -147,6 +152,9 @@ class Trainer:
         self.compile = compile
         self.channels_last = channels_last
         self.seed = seed
+        if rng not in ("zoo", "book"):
+            raise ZooError(f"rng must be zoo or book, got {rng!r}")
+        self.rng = rng
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log_every_n_steps = max(1, log_every_n_steps)
         self.progress = progress
@@ -160,6 +168,8 @@ class Trainer:
         `TrainingInterrupted` on Ctrl-C (after saving a checkpoint).
         """
         env = DistEnv.from_env()
+        if self.rng == "book":
+            self._check_book_rng(model, env, ckpt_path)
         device = resolve_device(self.device, env.local_rank)
         precision = resolve_precision(self.precision, device)
         if device.type == "cpu" and precision == "bf16" and cpu_has_native_bf16() is False and env.is_main:
@@ -189,6 +199,8 @@ class Trainer:
              ckpt_path: Path | None) -> FitResult:
         if self.seed is not None:
             torch.manual_seed(self.seed)
+        if self.rng == "book":  # on the CPU, before anything else draws: the book builds its model there
+            model.init_like_book()
         if device.type == "cpu":  # the step's large tensors stop costing page faults every step (see the function)
             keep_freed_memory()
         channels_last = self.channels_last
@@ -210,6 +222,8 @@ class Trainer:
                 runner, device_ids=[device.index] if device.type == "cuda" else None)
         reduce = distributed.all_reduce_sum if env.distributed else None
         train_loader = self._prepare(data.train_dataloader(), device, env, pad=True, channels_last=channels_last)
+        if self.rng == "book":
+            train_loader = train_loader.replace(book_shuffle=True)
         val_loader = self._prepare(data.val_dataloader(), device, env, pad=False, channels_last=channels_last)
         _check_labels(model, {"training": train_loader, "validation": val_loader})
         if self.compile:
@@ -391,6 +405,20 @@ class Trainer:
         return model.epoch_metrics(metrics.compute(reduce))
 
     # --- helpers ---------------------------------------------------------------------------------------------------
+    def _check_book_rng(self, model: Model, env: DistEnv, ckpt_path: str | Path | None) -> None:
+        """``rng="book"`` replays one process's stream from its start: refuse what cannot (one line each)."""
+        if not model.replays_book_rng:
+            raise ZooError(f"--rng book: {type(model).__name__} cannot replay the book's random stream "
+                           "(use --rng zoo)")
+        if self.seed is None:
+            raise ZooError("--rng book needs a seed")
+        if env.world_size > 1:
+            raise ZooError("--rng book replays one process's random stream: not under torchrun")
+        if ckpt_path is not None:
+            raise ZooError("--rng book cannot resume: the stream's position is not in the checkpoint; train again")
+        if self.compile:
+            raise ZooError("--rng book does not run with --compile")
+
     def _prepare(self, loader: TensorLoader, device: torch.device, env: DistEnv, pad: bool,
                  channels_last: bool = False) -> TensorLoader:
         if not isinstance(loader, TensorLoader):

@@ -75,7 +75,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
           batch_size: int | None = None, lr: float | None = None, assignments: Sequence[str] = (),
           device: str = "auto", precision: str = "auto", seed: int | None = None, data_dir: str | None = None,
           out: str | Path = "artifacts", resume: str | None = None, early_stop_patience: int | None = None,
-          compile: bool = False, threads: int | None = None, log: Log = print,
+          compile: bool = False, threads: int | None = None, rng: str | None = None, log: Log = print,
           command: str | None = None) -> Path | None:
     """Train model `name` into a new run under `out` (or continue run `resume`); returns the run folder.
 
@@ -85,7 +85,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
     metric and keeps the best epoch's weights (as the run's weights, and in ``best/``). `compile` trains through
     ``torch.compile`` (a speed setting: a resumed run may turn it on or off); `threads` sets torch's intra-op
     threads (fewer than the cores can be faster on a shared machine; also a speed setting). `command` is recorded in
-    the manifest (the CLI passes its command line). Under torchrun, only rank 0 writes and returns the folder; the
+    the manifest (the CLI passes its command line). `rng` is ``zoo`` (the default) or ``book``, which replays the
+    d2l reference's random stream at `seed` (`zoo_core.book_rng`; the models that can say so). Under torchrun, only rank 0 writes and returns the folder; the
     other ranks return None.
 
     Whatever ends a run early once its folder exists (an error of any kind, Ctrl-C, a full disk) is recorded in its
@@ -96,7 +97,7 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
         return _train(name, preset=preset, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                       assignments=assignments, device=device, precision=precision, seed=seed, data_dir=data_dir,
                       out=out, resume=resume, early_stop_patience=early_stop_patience, compile=compile,
-                      threads=threads, log=log, command=command, run=run)
+                      threads=threads, rng=rng, log=log, command=command, run=run)
     except BaseException as e:
         if not run:
             raise
@@ -109,7 +110,8 @@ def train(name: str, *, preset: str = "book", epochs: int | None = None, max_ste
 def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
            lr: float | None, assignments: Sequence[str], device: str, precision: str, seed: int | None,
            data_dir: str | None, out: str | Path, resume: str | None, early_stop_patience: int | None,
-           compile: bool, threads: int | None, log: Log, command: str | None, run: dict[str, Any]) -> Path | None:
+           compile: bool, threads: int | None, rng: str | None, log: Log, command: str | None,
+           run: dict[str, Any]) -> Path | None:
     """`train`'s work; fills `run` with the run's folder and manifest (rank 0) as soon as they exist."""
     spec = get_spec(name)
     env = DistEnv.from_env()
@@ -126,7 +128,7 @@ def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None,
         return restarted if env.is_main else None
     if resume is not None or restarted is not None:
         if resume is not None and (overrides or preset != "book" or seed is not None
-                                   or early_stop_patience is not None):
+                                   or early_stop_patience is not None or rng is not None):
             raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device, "
                            "--precision, --compile and --threads may change")
         run_dir = restarted or resolve_run(out, name, resume)
@@ -142,9 +144,13 @@ def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None,
         preset, model_hp, data_hp = manifest["preset"], manifest["hparams"], manifest["data"]["hparams"]
         trainer_cfg = dict(manifest["trainer"])
         seed = trainer_cfg.pop("seed")
+        if trainer_cfg.get("rng") == "book":  # refused here, before the run's manifest could record a failure
+            raise ZooError(f"run {run_dir} replays the book's random stream (--rng book), which cannot resume: "
+                           "the stream's position is not in the checkpoint; train again")
     else:
         model_hp, data_hp, trainer_cfg = _configure(spec, preset, overrides)
         seed = 0 if seed is None else seed
+        trainer_cfg["rng"] = rng or "zoo"
         if early_stop_patience is not None:
             trainer_cfg["early_stop_patience"] = early_stop_patience
         run_dir = None
@@ -169,6 +175,8 @@ def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None,
     if ckpt is None:
         model_hp = _with_data_hparams(spec, model_hp, data.model_hparams(), overrides)
     model = build_model(spec, model_hp)
+    if trainer_cfg.get("rng") == "book" and not model.replays_book_rng:  # before a run folder exists
+        raise ZooError(f"--rng book: {name} cannot replay the book's random stream (use --rng zoo)")
 
     if env.is_main:
         if run_dir is None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo_core.book_rng import dataloader_permutation
 from zoo_core.hparams import HyperParameters
 
 Batch = tuple[Tensor, ...]
@@ -43,10 +44,15 @@ class TensorLoader:
         shuffle: a new permutation each epoch, from ``(seed, epoch)``.
         transform: applied to each batch on the device (a batched resize, a dtype change), never per sample.
         drop_last: drop the final short batch.
+        book_shuffle: draw each epoch's permutation from torch's global generator, at the start of the epoch, as
+            the book's ``DataLoader(..., shuffle=True)`` draws it (`zoo_core.book_rng.dataloader_permutation`)
+            instead of from ``(seed, epoch)``: ``zoo train --rng book``. An epoch's order then depends on everything
+            drawn before it, so iterate each epoch once, in order, on one process.
     """
 
     def __init__(self, tensors: Sequence[Tensor], batch_size: int, shuffle: bool = False, *, seed: int = 0,
-                 transform: Callable[[Batch], Batch] | None = None, drop_last: bool = False) -> None:
+                 transform: Callable[[Batch], Batch] | None = None, drop_last: bool = False,
+                 book_shuffle: bool = False) -> None:
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("TensorLoader needs one or more tensors of equal length")
         if batch_size < 1:
@@ -57,6 +63,7 @@ class TensorLoader:
         self.seed = seed
         self.transform = transform
         self.drop_last = drop_last
+        self.book_shuffle = book_shuffle
         self.rank, self.world_size, self.pad = 0, 1, False
         self.epoch = 0
 
@@ -103,7 +110,9 @@ class TensorLoader:
         n = self.dataset_size
         if not self.shuffle and self.world_size == 1:
             return None
-        if self.shuffle:
+        if self.shuffle and self.book_shuffle:
+            index = dataloader_permutation(n)
+        elif self.shuffle:
             index = torch.randperm(n, generator=seeded_generator(self.seed, "shuffle", epoch))
         else:
             index = torch.arange(n)
