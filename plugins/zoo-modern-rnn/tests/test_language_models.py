@@ -208,3 +208,18 @@ def test_book_recipe_reaches_the_books_perplexity(name, tmp_path):
     result = Trainer(**book.train, device="cpu", seed=0, progress=False, log=lambda line: None).fit(model, data)
     (tmp_path / "result.json").write_text(json.dumps(result.metrics))
     assert result.metrics["val_ppl"] <= TARGETS[name], result.metrics
+
+
+# --- --rng book: the book's run replayed (zoo_core.book_rng) ------------------------------------------------------
+
+@pytest.mark.parametrize("name, layer", [("lstm-lm", nn.LSTM), ("gru-lm", nn.GRU), ("deep-rnn-lm", nn.GRU)])
+def test_rng_book_replays_the_books_training_run(name, layer):
+    """Trained with ``--rng book``, the tiny preset ends where d2l's ``RNNLM`` around the same PyTorch layer, trained
+    by the book's loop from the same seed, ends."""
+    from zoo_core.testing import assert_rng_book_replays_the_book, book_lm_loss, book_rnn_lm
+
+    hp = get_spec(name).preset("tiny").model
+    V, H = hp["vocab_size"], hp["num_hiddens"]
+    assert_rng_book_replays_the_book(
+        name, lambda: book_rnn_lm(layer(V, H, hp.get("num_layers", 1)), V), book_lm_loss,
+        lambda model: torch.optim.SGD(model.parameters(), lr=hp["lr"]))

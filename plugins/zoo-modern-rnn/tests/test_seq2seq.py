@@ -15,12 +15,13 @@ from zoo_core.decoding import TorchRunner, beam_search, greedy
 from zoo_core.testing import (assert_onnx_search_equals_pytorch, assert_onnx_translation_equals_pytorch,
                               assert_packed_loss_under_bf16_as_close_as_autocast,
                               assert_packed_loss_without_labels_is_zero, assert_parity_at_untraced_sizes,
-                              assert_predict_step_is_greedy, assert_same_loss_and_gradients,
+                              assert_predict_step_is_greedy, assert_rng_book_replays_the_book,
+                              assert_same_loss_and_gradients,
                               assert_training_step_takes_the_packed_path, assert_translates_exactly, export_graphs,
                               generation_graphs, padded_labels, require_data, train_preset)
 from zoo_core.text import BOS, EOS
 from zoo_modern_rnn.gru_train import gru_layer, input_bias
-from zoo_modern_rnn.seq2seq import BiSeq2SeqEncoder, Seq2Seq, Seq2SeqEncoder, dropout
+from zoo_modern_rnn.seq2seq import BiSeq2SeqEncoder, Seq2Seq, Seq2SeqEncoder, dropout, init_seq2seq
 
 # the reference (d2l 1.0.3, `d2l-reference seq2seq --epochs 30`, seed 0): its greedy translations' BLEU (k=2)
 BOOK_SENTENCES = {"go .": ("va !", 1.0), "i lost .": ("j'ai perdu .", 1.0), "he's calm .": ("il est calme .", 0.658),
@@ -334,3 +335,83 @@ def test_book_figures(tmp_path):
     files = export_graphs(model, g, tmp_path)
     for beam_size in (1, 4):
         assert_onnx_search_equals_pytorch(model, data, g, files, beam_size=beam_size)
+
+
+# --- --rng book: the book's random stream (zoo_core.book_rng) --------------------------------------------------------
+
+class BookEncoder(nn.Module):
+    """d2l §10.7.1's ``Seq2SeqEncoder``, as printed: the replay's reference."""
+
+    def __init__(self, vocab_size, embed_size, num_hiddens, num_layers, dropout=0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        self.rnn = nn.GRU(embed_size, num_hiddens, num_layers, dropout=dropout)
+        self.apply(init_seq2seq)
+
+    def forward(self, X):
+        return self.rnn(self.embedding(X.t().type(torch.int64)))
+
+
+class BookDecoder(nn.Module):
+    """d2l §10.7.2's ``Seq2SeqDecoder``, as printed (its ``nn.LazyLinear`` keeps PyTorch's init)."""
+
+    def __init__(self, vocab_size, embed_size, num_hiddens, num_layers, dropout=0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, dropout=dropout)
+        self.dense = nn.LazyLinear(vocab_size)
+        self.apply(init_seq2seq)
+
+    def forward(self, X, state):
+        embs = self.embedding(X.t().type(torch.int32))
+        enc_output, hidden_state = state
+        context = enc_output[-1].repeat(embs.shape[0], 1, 1)
+        outputs, hidden_state = self.rnn(torch.cat((embs, context), -1), hidden_state)
+        return self.dense(outputs).swapaxes(0, 1)
+
+
+def book_masked_loss(model, batch):
+    """d2l §10.7's loss of its Seq2Seq: the masked cross-entropy over the non-pad labels."""
+    src, tgt_in, _valid, tgt_out = batch
+    Y_hat = model["decoder"](tgt_in, model["encoder"](src))
+    loss = F.cross_entropy(Y_hat.reshape(-1, Y_hat.shape[-1]), tgt_out.reshape(-1), reduction="none")
+    mask = (tgt_out.reshape(-1) != model.tgt_pad).float()
+    return (loss * mask).sum() / mask.sum()
+
+
+def test_rng_book_replays_the_books_training_run():
+    """Trained with ``--rng book``, the tiny model ends where the book's own code, seeded alike, ends (its
+    initialisation order, lazy output layer, DataLoader shuffles and nn.GRU dropout masks), up to float rounding
+    (Adam moves parameters with near-zero gradients by up to 3e-5 apart)."""
+    hp = get_spec("seq2seq").preset("tiny").model
+
+    def book_model():
+        args = (hp["embed_size"], hp["num_hiddens"], hp["num_layers"], hp["dropout"])
+        model = nn.ModuleDict({"encoder": BookEncoder(hp["src_vocab_size"], *args),
+                               "decoder": BookDecoder(hp["tgt_vocab_size"], *args)})
+        model.tgt_pad = hp["tgt_pad"]
+        return model
+
+    assert_rng_book_replays_the_book("seq2seq", book_model, book_masked_loss,
+                                     lambda model: torch.optim.Adam(model.parameters(), lr=hp["lr"]))
+
+
+def test_under_rng_book_the_packed_loss_draws_nn_grus_dropout_masks():
+    """The packed training path sorts and packs the rows; under ``--rng book`` it still applies, to each row, the mask
+    ``nn.GRU`` draws for it in the book's forward pass at the same point of the stream."""
+    model, batch = labelled_batch("tiny")
+    model.train().init_like_book()
+    assert model.book_rng
+    model(*batch[:3])  # the first forward pass draws the deferred output layer
+
+    def seeded(f):
+        def run():
+            torch.manual_seed(11)
+            return f()
+        return run
+
+    packed = seeded(lambda: model.packed_loss(batch))
+    forward = seeded(lambda: model.loss(model(*batch[:3]), batch[3]))
+    assert_same_loss_and_gradients(model, packed, forward)
+    model.book_rng = False  # the zoo's own masks: another draw
+    assert not torch.allclose(packed(), forward())

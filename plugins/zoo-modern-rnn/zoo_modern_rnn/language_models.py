@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.book_rng import defer_init
 from zoo_modern_rnn.cells import GRUScratch, LSTMScratch, StackedRNNScratch, load_torch_weights
 from zoo_modern_rnn.recurrence import gru_forward
 from zoo_rnn.lm import LanguageModel
@@ -165,6 +166,15 @@ class _ConciseLM(_RecurrentLM):
     def _build(self, vocab_size: int, num_hiddens: int, num_layers: int) -> None:
         self.rnn = (nn.LSTM if self.cell == "lstm" else nn.GRU)(vocab_size, num_hiddens, num_layers)
         self.linear = nn.Linear(num_hiddens, vocab_size)
+
+    replays_book_rng = True
+
+    def init_like_book(self) -> None:
+        """The book's ``RNNLM`` (``zoo train --rng book``, `zoo_core.book_rng`): the ``nn.GRU``/``nn.LSTM``'s init,
+        then its ``nn.LazyLinear`` output layer's, drawn at the first forward pass."""
+        self.rnn.reset_parameters()
+        defer_init(self.linear)
+        self.book_rng = True
 
     hand_bptt = True
     """GRUs train on the CPU through `zoo_modern_rnn.recurrence.gru_forward`: ``self.rnn``'s function and

@@ -48,6 +48,7 @@ from zoo_modern_rnn.bidirectional import BiGRU, merge_directions
 from zoo_modern_rnn.encoder_decoder import (
     Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
 )
+from zoo_core.book_rng import defer_init, dropout_mask
 from zoo_modern_rnn.gru_train import gru_layer, input_bias
 
 NUM_STEPS = 9  # the book's sentence length (FraEng num_steps): the default size of example inputs
@@ -72,18 +73,40 @@ def init_seq2seq(module: nn.Module) -> None:
                 nn.init.xavier_uniform_(module._parameters[name])
 
 
-def packed_encoder(encoder: Seq2SeqEncoder, src: Tensor, training: bool) -> tuple[Tensor, list[Tensor]]:
+BookMasks = tuple[int, int, Tensor, Tensor]
+"""Where the rows of a packed path take nn.GRU's dropout mask from under ``--rng book`` (`book_dropout`): the mask's
+steps and batch size, then each packed row's step and its row in the batch as the book ordered it."""
+
+
+def book_dropout(X: Tensor, p: float, training: bool, at: BookMasks) -> Tensor:
+    """`dropout` with the mask ``nn.GRU`` draws between its layers in the book's run (`zoo_core.book_rng`): one
+    (num_steps, batch, H) mask for the whole batch in the book's row order, of which the packed rows of `X` (N, H)
+    take theirs, ``mask[steps, rows]`` for ``(num_steps, batch, steps, rows) = at``."""
+    if not training or p == 0:
+        return X
+    num_steps, batch_size, steps, rows = at
+    return X * dropout_mask((num_steps, batch_size, X.shape[-1]), p, X.device)[steps, rows]
+
+
+def packed_encoder(encoder: Seq2SeqEncoder, src: Tensor, training: bool,
+                   book_rows: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
     """`Seq2SeqEncoder`'s GRU stack on `src` (batch, num_steps) through `gru_layer` (the CPU training path of seq2seq
     and bahdanau): the first layer's input projections looked up in a projected embedding table, dropout between
     layers as ``nn.GRU`` in training mode. Returns the top layer's outputs (num_steps * batch, num_hiddens),
-    time-major, and each layer's final state (batch, num_hiddens)."""
+    time-major, and each layer's final state (batch, num_hiddens). `book_rows` (``--rng book``): the book's row of
+    each row of `src`, whose dropout masks are then the book's (`book_dropout`)."""
     rnn, (batch_size, num_steps) = encoder.rnn, src.shape
+    at = None
+    if book_rows is not None:  # time-major: packed row t * batch + r is step t of row r
+        at = (num_steps, batch_size, torch.arange(num_steps, device=src.device).repeat_interleave(batch_size),
+              book_rows.repeat(num_steps))
     table = F.linear(encoder.embedding.weight, rnn.weight_ih_l0, input_bias(rnn.bias_ih_l0, rnn.bias_hh_l0))
     gi = F.embedding(src.t().reshape(-1), table)                                    # (num_steps * batch, 3 H)
     states, outputs = [], gi
     for layer in range(rnn.num_layers):
         if layer > 0:
-            x = dropout(outputs, rnn.dropout, training)
+            x = (dropout(outputs, rnn.dropout, training) if at is None
+                 else book_dropout(outputs, rnn.dropout, training, at))
             gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
                                                                              getattr(rnn, f"bias_hh_l{layer}")))
         outputs, h = gru_layer(gi, None, getattr(rnn, f"weight_hh_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"),
@@ -210,6 +233,24 @@ class Seq2Seq(EncoderDecoder):
     def init_weights(self) -> None:
         self.apply(init_seq2seq)
 
+    @property
+    def replays_book_rng(self) -> bool:  # type: ignore[override]
+        return isinstance(self.encoder, Seq2SeqEncoder)
+
+    def init_like_book(self) -> None:
+        """The book's draws (``zoo train --rng book``, `zoo_core.book_rng`): the encoder's embedding, its GRU and
+        ``init_seq2seq`` on it, then the decoder's. The decoder's output layer is the book's ``nn.LazyLinear``, left
+        with PyTorch's init (the book quirk the module docstring describes) drawn at the first training step: a
+        replay of the book's run keeps it. Dropout masks are then drawn as ``nn.GRU`` draws them."""
+        if not self.replays_book_rng:
+            raise NotImplementedError("the bidirectional encoder is not the book's")
+        for coder in (self.encoder, self.decoder):
+            coder.embedding.reset_parameters()  # N(0, 1)
+            coder.rnn.reset_parameters()        # U(-1/sqrt(H), 1/sqrt(H))
+            init_seq2seq(coder.rnn)             # the book's apply(init_seq2seq) in each constructor
+        defer_init(self.decoder.dense)
+        self.book_rng = True
+
     # --- training ----------------------------------------------------------------------------------------------------
     def training_step(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
         """The masked loss of a training batch: `packed_loss` on the CPU (the book's encoder; in float32 or under
@@ -227,31 +268,36 @@ class Seq2Seq(EncoderDecoder):
         labels = tgt_out != pad                                                     # (batch, num_steps)
         lens = (labels * torch.arange(1, num_steps + 1, device=src.device)).amax(1)
         order = torch.argsort(lens, descending=True, stable=True)  # the loss is a mean over tokens: any row order
-        src, tgt_in, tgt_out, lens = src[order], tgt_in[order], tgt_out[order], lens[order]
+        lens = lens[order]
         lens_list = lens.tolist()
         batch_sizes = [n for n in (sum(1 for n_t in lens_list if n_t > t) for t in range(num_steps)) if n > 0]
         if not batch_sizes:  # not one label: the forward pass's loss, 0 (the masked mean of nothing)
-            return self.loss(self(src, tgt_in, src_valid_len[order]), tgt_out)
-        alive = (torch.arange(len(batch_sizes), device=src.device)[:, None] < lens[None, :])  # (steps, batch)
+            return self.loss(self(src, tgt_in, src_valid_len), tgt_out)
+        src, tgt_in, tgt_out = src[order], tgt_in[order], tgt_out[order]
+        steps = torch.arange(len(batch_sizes), device=src.device)[:, None]
+        alive = steps < lens[None, :]                                               # (steps, batch)
         # encoder: every step of every row, as the book's (the padding is read)
-        state = self.encoder_states(src)                                            # [(batch, num_hiddens)] * L
+        state = self.encoder_states(src, order if self.book_rng else None)         # [(batch, num_hiddens)] * L
         # decoder: packed, time-major (step t's alive rows are a prefix: the rows are sorted)
         tokens = tgt_in[:, :len(batch_sizes)].t()[alive]                            # (N,)
         rows = torch.arange(len(src), device=src.device).expand(len(batch_sizes), -1)[alive]
-        outputs = self.decoder_outputs(tokens, rows, state, batch_sizes)            # (N, num_hiddens)
+        at = (num_steps, len(src), steps.expand_as(alive)[alive], order[rows]) if self.book_rng else None
+        outputs = self.decoder_outputs(tokens, rows, state, batch_sizes, at)       # (N, num_hiddens)
         logits = self.decoder.dense(outputs)                                        # (N, tgt_vocab)
         y = tgt_out[:, :len(batch_sizes)].t()[alive]
         mask = (y != pad).to(logits.dtype)
         return (F.cross_entropy(logits, y, reduction="none") * mask).sum() / mask.sum().clamp(min=1)
 
-    def encoder_states(self, src: Tensor) -> list[Tensor]:
+    def encoder_states(self, src: Tensor, book_rows: Tensor | None = None) -> list[Tensor]:
         """The book's encoder (training mode) on `src` (batch, num_steps): each layer's final state (batch,
-        num_hiddens); the last is the context."""
-        return packed_encoder(self.encoder, src, self.training)[1]
+        num_hiddens); the last is the context. `book_rows`: see `packed_encoder`."""
+        return packed_encoder(self.encoder, src, self.training, book_rows)[1]
 
-    def decoder_outputs(self, tokens: Tensor, rows: Tensor, state: list[Tensor], batch_sizes: list[int]) -> Tensor:
+    def decoder_outputs(self, tokens: Tensor, rows: Tensor, state: list[Tensor], batch_sizes: list[int],
+                        book_masks: BookMasks | None = None) -> Tensor:
         """The book's decoder (training mode) on a packed target: `tokens` (N,) and their `rows` (N,), step by step
-        as `batch_sizes` says, from the encoder's `state`; the top layer's outputs (N, num_hiddens)."""
+        as `batch_sizes` says, from the encoder's `state`; the top layer's outputs (N, num_hiddens). `book_masks`
+        (``--rng book``): where each token takes the book's dropout mask (`book_dropout`)."""
         rnn, E = self.decoder.rnn, self.embed_size
         W_ih0 = rnn.weight_ih_l0                                                    # (3 H, E + H): [emb | context]
         table = F.linear(self.decoder.embedding.weight, W_ih0[:, :E],
@@ -261,7 +307,8 @@ class Seq2Seq(EncoderDecoder):
         outputs = None
         for layer in range(self.num_layers):
             if layer > 0:
-                x = dropout(outputs, rnn.dropout, self.training)
+                x = (dropout(outputs, rnn.dropout, self.training) if book_masks is None
+                     else book_dropout(outputs, rnn.dropout, self.training, book_masks))
                 gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), input_bias(getattr(rnn, f"bias_ih_l{layer}"),
                                                                                  getattr(rnn, f"bias_hh_l{layer}")))
             outputs, _ = gru_layer(gi, state[layer], getattr(rnn, f"weight_hh_l{layer}"),

@@ -275,3 +275,54 @@ def test_book_recipe_reaches_the_books_perplexity(name):
                      log=lambda line: None).fit(model, data)
     assert result.metrics["val_ppl"] <= 7.49
     assert model.predict("it has", 20, data.vocab).startswith("it has ")
+
+
+# --- --rng book: the book's run replayed (zoo_core.book_rng) ------------------------------------------------------
+
+class BookRNNScratch(torch.nn.Module):
+    """d2l §9.5.2's ``RNNScratch``, as printed."""
+
+    def __init__(self, num_inputs, num_hiddens, sigma=0.01):
+        super().__init__()
+        self.num_hiddens, self.sigma = num_hiddens, sigma
+        self.W_xh = torch.nn.Parameter(torch.randn(num_inputs, num_hiddens) * sigma)
+        self.W_hh = torch.nn.Parameter(torch.randn(num_hiddens, num_hiddens) * sigma)
+        self.b_h = torch.nn.Parameter(torch.zeros(num_hiddens))
+
+    def forward(self, inputs):
+        state, outputs = torch.zeros((inputs.shape[1], self.num_hiddens)), []
+        for X in inputs:
+            state = torch.tanh(torch.matmul(X, self.W_xh) + torch.matmul(state, self.W_hh) + self.b_h)
+            outputs.append(state)
+        return outputs
+
+
+class BookRNNLMScratch(torch.nn.Module):
+    """d2l §9.5.3's ``RNNLMScratch``, as printed: one-hot inputs, ``W_hq`` drawn after the RNN's weights."""
+
+    def __init__(self, rnn, vocab_size):
+        super().__init__()
+        self.rnn, self.vocab_size = rnn, vocab_size
+        self.W_hq = torch.nn.Parameter(torch.randn(rnn.num_hiddens, vocab_size) * rnn.sigma)
+        self.b_q = torch.nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, X):
+        outputs = self.rnn(F.one_hot(X.T, self.vocab_size).type(torch.float32))
+        return torch.stack([torch.matmul(H, self.W_hq) + self.b_q for H in outputs], 1)
+
+
+@pytest.mark.parametrize("name", ["rnn-lm-scratch", "rnn-lm"])
+def test_rng_book_replays_the_books_training_run(name):
+    """Trained with ``--rng book``, the tiny preset ends where the book's model, trained by its loop from the same
+    seed, ends: ``RNNLMScratch`` (§9.5), or ``RNNLM`` around ``nn.RNN`` (§9.6)."""
+    from zoo_core import get_spec
+    from zoo_core.testing import assert_rng_book_replays_the_book, book_lm_loss, book_rnn_lm
+
+    hp = get_spec(name).preset("tiny").model
+    V, H = hp["vocab_size"], hp["num_hiddens"]
+    if name == "rnn-lm":
+        book_model = lambda: book_rnn_lm(torch.nn.RNN(V, H), V)  # noqa: E731
+    else:
+        book_model = lambda: BookRNNLMScratch(BookRNNScratch(V, H, hp.get("sigma", 0.01)), V)  # noqa: E731
+    assert_rng_book_replays_the_book(name, book_model, book_lm_loss,
+                                     lambda model: torch.optim.SGD(model.parameters(), lr=hp["lr"]))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.book_rng import defer_init
 from zoo_core.fast_math import tanh_
 from zoo_rnn.lm import LanguageModel
 
@@ -141,6 +142,18 @@ class RNNLMScratch(LanguageModel):
         self.W_hq = nn.Parameter(torch.randn(num_hiddens, vocab_size) * sigma)
         self.b_q = nn.Parameter(torch.zeros(vocab_size))
 
+    replays_book_rng = True
+
+    @torch.no_grad()
+    def init_like_book(self) -> None:
+        """d2l's ``RNNScratch`` then ``RNNLMScratch.init_params`` (``zoo train --rng book``, `zoo_core.book_rng`):
+        W_xh, W_hh, W_hq drawn ``randn(...) * sigma`` in this order, the biases zero."""
+        for W in (self.rnn.W_xh, self.rnn.W_hh, self.W_hq):
+            W.copy_(torch.randn(W.shape) * self.sigma)
+        self.rnn.b_h.zero_()
+        self.b_q.zero_()
+        self.book_rng = True
+
     def output_layer(self, H: Tensor) -> Tensor:  # (..., num_hiddens) -> (..., vocab_size)
         return H @ self.W_hq + self.b_q
 
@@ -171,6 +184,15 @@ class RNNLM(LanguageModel):
         self.save_hyperparameters()
         self.rnn = nn.RNN(vocab_size, num_hiddens)
         self.linear = nn.Linear(num_hiddens, vocab_size)
+
+    replays_book_rng = True
+
+    def init_like_book(self) -> None:
+        """The book's ``RNNLM`` (``zoo train --rng book``, `zoo_core.book_rng`): ``nn.RNN``'s init, then its
+        ``nn.LazyLinear`` output layer's, drawn at the first forward pass."""
+        self.rnn.reset_parameters()
+        defer_init(self.linear)
+        self.book_rng = True
 
     def input_terms(self, X: Tensor) -> Tensor:
         """``one_hot(X) @ W_ih^T + b_ih + b_hh``, what ``nn.RNN`` adds to ``H W_hh^T`` at each step: X (...) int64
