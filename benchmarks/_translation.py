@@ -63,6 +63,9 @@ def arguments(doc: str, name: str, extra: Callable[[argparse.ArgumentParser], No
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32",
                         help="the zoo's ``zoo train --precision`` (the reference trains in float32 either way)")
+    parser.add_argument("--rng", choices=("zoo", "book"), default="zoo",
+                        help="the zoo's ``zoo train --rng``: book replays the reference's random stream at each seed "
+                             "(seq2seq only among the translation models)")
     if extra:
         extra(parser)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / f"{name}_cpu.json"))
@@ -132,12 +135,14 @@ def summary(name: str, runs: Runs, zoo_medians: dict[str, Any],
     args = runs.args
     result = {
         "benchmark": f"{name}, book preset, {args.epochs} epochs on CPU, the zoo and the d2l reference alternating"
-                     + ("" if args.precision == "32" else f"; the zoo trains with --precision {args.precision}"),
+                     + ("" if args.precision == "32" else f"; the zoo trains with --precision {args.precision}")
+                     + ("" if args.rng == "zoo" else "; the zoo replays the reference's random stream (--rng book)"),
         "epochs": args.epochs, "seeds": list(range(args.repeat)),
         "load_average_1min": {"before": round(runs.load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "wall_seconds": round(time.perf_counter() - runs.started, 1),
         "zoo": {"train_tgt_tokens_per_s_median": round(median(runs.zoo, "train_tgt_tokens_per_s"), 1),
-                **zoo_medians, "threads": args.threads, "precision": args.precision, "runs": runs.zoo},
+                **zoo_medians, "threads": args.threads, "precision": args.precision, "rng": args.rng,
+                "runs": runs.zoo},
     }
     if runs.ref:
         result["reference"] = {"train_tgt_tokens_per_s_median": round(median(runs.ref, "train_tgt_tokens_per_s"), 1),
@@ -167,10 +172,12 @@ class ZooRun:
     parity: dict[str, bool]  # each graph's ONNX Runtime parity check (CPU)
 
 
-def train_and_export(name: str, seed: int, epochs: int, threads: int, out: Path, precision: str = "32") -> ZooRun:
-    """``zoo train NAME --epochs E --seed S --threads T --precision P`` then ``zoo export NAME --onnx``, as a user
-    runs them."""
-    run_dir = train(name, epochs=epochs, seed=seed, threads=threads, precision=precision, out=out, log=quiet)
+def train_and_export(name: str, seed: int, epochs: int, threads: int, out: Path, precision: str = "32",
+                     rng: str = "zoo") -> ZooRun:
+    """``zoo train NAME --epochs E --seed S --threads T --precision P --rng R`` then ``zoo export NAME --onnx``, as a
+    user runs them."""
+    run_dir = train(name, epochs=epochs, seed=seed, threads=threads, precision=precision, rng=rng, out=out,
+                    log=quiet)
     spec, run_dir, manifest = finished_run(name, str(run_dir), out)
     export(name, run=str(run_dir), out=out, log=quiet)
     spec, run_dir, manifest = finished_run(name, str(run_dir), out)  # again: the export adds its graphs
@@ -232,11 +239,11 @@ def recurrent_val_loss(model: torch.nn.Module, data: Any) -> float:
 
 
 def recurrent_zoo_run(name: str, data: Any, seed: int, epochs: int, threads: int, out: Path,
-                      precision: str = "32") -> dict[str, Any]:
+                      precision: str = "32", rng: str = "zoo") -> dict[str, Any]:
     """One zoo run of a GRU encoder-decoder (seq2seq, bahdanau): its speed, validation loss, the book's sentences
     greedily (PyTorch's, and whether ONNX Runtime answers the same), the validation corpus BLEU of PyTorch's
     translations, and the ONNX checks."""
-    run = train_and_export(name, seed, epochs, threads, out, precision)
+    run = train_and_export(name, seed, epochs, threads, out, precision, rng)
     answers = {rt: book_sentences(name, run, out, rt) for rt in RUNTIMES}
     identical, bleus = validation_decoding(data, run, "torch")
     return {**training_figures(run), "val_loss": round(recurrent_val_loss(run.model, data), 4),
@@ -250,7 +257,8 @@ def recurrent_main(name: str, doc: str, val_loss_check: str, val_loss_margin: fl
     check per seed."""
     args = arguments(doc, name)
     runs = alternate(name, args, lambda data, seed, out: recurrent_zoo_run(name, data, seed, args.epochs,
-                                                                            args.threads, out, args.precision))
+                                                                            args.threads, out, args.precision,
+                                                                            args.rng))
 
     def val_loss(side: list[dict[str, Any]]) -> dict[str, float]:
         return {"val_loss_median": round(median(side, "val_loss"), 4)}

@@ -4,6 +4,11 @@ d2l code, on the book's recipe, in the same run.
     ZOO_DATA=../shared/data python benchmarks/language_models.py                      # chapter 9's two models
     ZOO_DATA=../shared/data python benchmarks/language_models.py --models gru-lm,lstm-lm --repeat 2
     ZOO_DATA=../shared/data python benchmarks/language_models.py --epochs 10 --out /tmp/lm.json   # a quick look
+    ZOO_DATA=../shared/data python benchmarks/language_models.py --models gru-lm --rng book   # seed for seed
+
+``--rng book`` trains the zoo with ``zoo train --rng book``: at seed i it replays the reference's random stream at seed
+i (initial weights, shuffles; `zoo_core.book_rng`), so that each pair of runs differs only by float rounding and the
+perplexities compare seed for seed rather than as two draws of a lottery.
 
 The zoo side is what users run: ``zoo train NAME --threads T`` (the shared Trainer; tokens/s over the training
 batches, validation and checkpoints excluded; the validation perplexity of the last epoch), in its own process. The
@@ -69,11 +74,11 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def zoo_run(name: str, epochs: int, threads: int, seed: int, out: Path) -> dict:
+def zoo_run(name: str, epochs: int, threads: int, seed: int, out: Path, rng: str = "zoo") -> dict:
     """``zoo train NAME`` in its own process; its manifest's speed and metrics, and the book's sample."""
     before = load()
     args = [ZOO, "train", name, "--epochs", str(epochs), "--threads", str(threads), "--seed", str(seed),
-            "--out", str(out)]
+            "--out", str(out), *(["--rng", rng] if rng != "zoo" else [])]
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, timeout=7200)
     if proc.returncode != 0:
@@ -154,6 +159,8 @@ def main() -> None:
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="d2l-reference command ('' to skip)")
     parser.add_argument("--matched-results", default=None,
                         help="results file with the matched model's row (gpt-mini: gru-lm's), default: MATCHED's")
+    parser.add_argument("--rng", choices=("zoo", "book"), default="zoo",
+                        help="the zoo's ``zoo train --rng``: book replays the reference's random stream at each seed")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "language_models.json"))
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -178,13 +185,13 @@ def main() -> None:
             zoo_runs, ref_runs = [], {t: [] for t in ref_threads}
             with_reference = use_reference and reference is not None
             for i in range(args.repeat):
-                zoo_runs.append(zoo_run(name, epochs, args.threads, i, Path(tmp)))
+                zoo_runs.append(zoo_run(name, epochs, args.threads, i, Path(tmp), args.rng))
                 print(f"{name} zoo run {i + 1}: {zoo_runs[-1]}", flush=True)
                 for t in ref_threads if with_reference else ():
                     ref_runs[t].append(reference_run(args.reference, reference, epochs, t, i))
                     print(f"{name} reference run {i + 1} (threads {t}): {ref_runs[t][-1]}", flush=True)
             row = {"epochs": epochs, "book_epochs": book_epochs, "reference_model": reference,
-                   "zoo": summary(zoo_runs)}
+                   "zoo": {**summary(zoo_runs), "rng": args.rng}}
             if with_reference:
                 row["reference"] = {f"threads_{t}": summary(runs) for t, runs in ref_runs.items()}
                 same = row["reference"][f"threads_{ref_threads[0]}"]

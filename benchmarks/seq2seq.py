@@ -1,6 +1,7 @@
 """seq2seq (d2l §10.7), the book's recipe, with the zoo and with the book's own code (d2l 1.0.3), in the same run.
 
     ZOO_DATA=../shared/data python benchmarks/seq2seq.py [--epochs 30] [--repeat 1] [--threads 1] [--precision bf16]
+        [--rng book]
 
 The zoo side is what a user runs, in this process: ``zoo train seq2seq --threads T --seed i`` (`zoo_core.workflows.train`),
 ``zoo export seq2seq --onnx`` (`zoo_core.workflows.export`: ``encoder.onnx``, ``decoder_step.onnx``, ``model.onnx``, each with
@@ -18,6 +19,10 @@ Repetition i trains both with seed i, the zoo first: a busy machine slows both a
   BLEU (sacreBLEU, tokenize "none": the book's tokens) of the 129 validation sentences, greedy and beam 4.
 - generation on ONNX Runtime: greedy and beam search (4) on the exported graphs give PyTorch's tokens for every
   validation sentence; `zoo predict` answers the same on both runtimes.
+
+With ``--rng book`` the zoo trains with ``zoo train --rng book``, which replays the reference's random stream at the
+same seed (initial weights, shuffles, dropout masks: `zoo_core.book_rng`): each pair of runs then differs only by float
+rounding, and "he's calm .", whose translation is a matter of the seed on both sides, compares seed for seed.
 
 The driver (these options, the alternating runs, the medians and the speed ratio, the result file) is
 benchmarks/_translation.py's, shared with bahdanau.py and transformer.py.

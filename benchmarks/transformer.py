@@ -208,6 +208,8 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 def main() -> None:
     args = arguments(__doc__, NAME, options)
+    if args.rng != "zoo":
+        raise SystemExit("transformer.py: the zoo's Transformer cannot replay the book's random stream (--rng book)")
     runs = alternate(NAME, args, lambda data, seed, out: zoo_run(data, seed, args.epochs, args.threads, out,
                                                                  args.kv_repeats, args.precision))
     profiled = (profile_sides(args.reference if runs.used_reference else "", runs.data, args.threads, args.precision)
