@@ -196,7 +196,7 @@ def main() -> None:
                 row["reference"] = {f"threads_{t}": summary(runs) for t, runs in ref_runs.items()}
                 same = row["reference"][f"threads_{ref_threads[0]}"]
                 ratio = row["zoo"]["tokens_per_s_median"] / same["tokens_per_s_median"]
-                row.update(speed_ratio=round(ratio, 2), speed_ratio_vs={
+                row.update(speed_ratio=round(ratio, 4), speed_ratio_vs={
                     t: round(row["zoo"]["tokens_per_s_median"] / r["tokens_per_s_median"], 2)
                     for t, r in row["reference"].items()})
             elif reference is None:

@@ -109,10 +109,11 @@ def single_thread() -> Any:
 # ``packed_loss`` that must compute the forward pass's masked loss. Each model's tests call them with its own model,
 # data and thresholds.
 
-def train_preset(model_name: str, preset: str, *, max_epochs: int | None = None,
+def train_preset(model_name: str, preset: str, *, max_epochs: int | None = None, rng: str = "zoo",
                  **data_options: Any) -> tuple[Any, Any, Any]:
     """`model_name`'s `preset` trained by the `Trainer` on the CPU with the preset's recipe (`max_epochs` replaces its
-    epochs), on one thread, quietly: (the model in eval mode, its data, the `FitResult`).
+    epochs) and `rng` (``book``: the d2l reference's random stream replayed), on one thread, quietly: (the model in
+    eval mode, its data, the `FitResult`).
 
     torch is seeded 0 before the model is built, so a module-scoped fixture gets the same model whichever tests ran
     before it. `data_options` go to `get_data`: a tiny preset trained for a few epochs on a couple of thousand
@@ -129,7 +130,7 @@ def train_preset(model_name: str, preset: str, *, max_epochs: int | None = None,
     with one_thread():
         torch.manual_seed(0)
         model, data = get_model(model_name, preset=preset), get_data(model_name, preset=preset, **data_options)
-        result = Trainer(**train, device="cpu", progress=False, log=lambda line: None).fit(model, data)
+        result = Trainer(**train, device="cpu", rng=rng, progress=False, log=lambda line: None).fit(model, data)
     return model.eval(), data, result
 
 
