@@ -113,3 +113,23 @@ def test_a_book_rng_run_records_it_and_cannot_resume(cli, tmp_path):
     resumed = cli("train", "gru-lm", "--resume", run, "--epochs", "3", "--out", out)
     assert resumed.returncode == 1 and "cannot resume" in resumed.stderr
     assert read_manifest(Path(run))["status"] == "completed"  # the refusal leaves the run as it was
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gru-lm", "--compile"], "--rng book does not run with --compile"),
+    (["seq2seq", "--set", "bidirectional=true"], "seq2seq with bidirectional=true cannot replay"),
+])
+def test_the_cli_refuses_what_cannot_replay_before_making_a_run(cli, tmp_path, args, message):
+    result = cli("train", *args, "--preset", "tiny", "--rng", "book", "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_with_an_rng_says_the_run_keeps_its_own(cli, tmp_path):
+    result = cli("train", "gru-lm", "--resume", "some-run", "--rng", "zoo", "--out", str(tmp_path))
+    assert result.returncode == 1 and "--resume keeps the run's own --rng" in result.stderr
+
+
+def test_info_says_which_models_replay_the_books_stream(cli):
+    assert "--rng book replays" in cli("info", "gru-lm").stdout
+    assert "--rng book replays" not in cli("info", "lenet").stdout

@@ -135,6 +135,8 @@ def info_command(name: str, as_json: bool, layers: bool, preset: str) -> None:
                        + (f" ({spec.parity.reason})" if spec.parity.reason else ""))]
     if spec.tags:
         rows.append(("tags", ", ".join(spec.tags)))
+    if getattr(registry.model_class(spec), "replays_book_rng", False) is True:
+        rows.append(("rng", "zoo, book (zoo train --rng book replays the d2l reference's random stream)"))
     for key, value in rows:
         click.echo(f"  {key:<9} {value}")
     click.echo("  presets")
@@ -248,7 +250,8 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--rng", type=click.Choice(["zoo", "book"], case_sensitive=False), default=None,
               help="book: replay the d2l reference's random stream at --seed (its initialisation order, DataLoader "
                    "shuffles and dropout masks), to compare with the book's code seed for seed; one process, no "
-                   "resume. zoo (default): the zoo's resumable streams.")
+                   "resume, no --compile; the models that can say so in `zoo info`. zoo: the zoo's resumable "
+                   "streams.  [default: zoo]")
 def train_command(name: str, preset: str, epochs: int | None, max_steps: int | None, batch_size: int | None,
                   lr: float | None, assignments: tuple[str, ...], device: str, precision: str, seed: int | None,
                   data_dir: str | None, out: str, resume: str | None, early_stop_patience: int | None,

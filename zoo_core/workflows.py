@@ -127,8 +127,10 @@ def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None,
         log(f"run {restarted} of this torchrun job has completed already")
         return restarted if env.is_main else None
     if resume is not None or restarted is not None:
+        if resume is not None and rng is not None:
+            raise ZooError("--resume keeps the run's own --rng: leave --rng out (a run with --rng book cannot resume)")
         if resume is not None and (overrides or preset != "book" or seed is not None
-                                   or early_stop_patience is not None or rng is not None):
+                                   or early_stop_patience is not None):
             raise ZooError("--resume continues a run with its own settings; only --epochs, --max-steps, --device, "
                            "--precision, --compile and --threads may change")
         run_dir = restarted or resolve_run(out, name, resume)
@@ -175,8 +177,12 @@ def _train(name: str, *, preset: str, epochs: int | None, max_steps: int | None,
     if ckpt is None:
         model_hp = _with_data_hparams(spec, model_hp, data.model_hparams(), overrides)
     model = build_model(spec, model_hp)
-    if trainer_cfg.get("rng") == "book" and not model.replays_book_rng:  # before a run folder exists
-        raise ZooError(f"--rng book: {name} cannot replay the book's random stream (use --rng zoo)")
+    if trainer_cfg.get("rng") == "book":  # refused before a run folder exists
+        if not model.replays_book_rng:
+            what = name + (" with " + " ".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
+            raise ZooError(f"--rng book: {what} cannot replay the book's random stream (use --rng zoo)")
+        if compile:
+            raise ZooError("--rng book does not run with --compile")
 
     if env.is_main:
         if run_dir is None:

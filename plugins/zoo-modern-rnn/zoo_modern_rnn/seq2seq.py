@@ -9,7 +9,8 @@ source step; a dense layer maps the decoder's top-layer outputs to the target vo
 One book quirk is fixed rather than copied (DESIGN §7): the book's decoder uses ``nn.LazyLinear`` and calls
 ``apply(init_seq2seq)`` in its constructor, before the lazy layer has a weight, so its dense layer silently keeps
 PyTorch's default init. Here the dense layer is an ``nn.Linear`` (its input size is ``num_hiddens``) and gets the
-Xavier init the book's code intends.
+Xavier init the book's code intends; except under ``zoo train --rng book``, which replays the book's run and so keeps
+the quirk (`Seq2Seq.init_like_book`).
 
 Option (not in the book): ``bidirectional=True`` makes the encoder a bidirectional GRU (d2l §10.4) with
 ``num_hiddens // 2`` units per direction; each layer's final state is the forward direction's last state
@@ -229,13 +230,12 @@ class Seq2Seq(EncoderDecoder):
         Enc = BiSeq2SeqEncoder if bidirectional else Seq2SeqEncoder
         self.encoder = Enc(src_vocab_size, embed_size, num_hiddens, num_layers, dropout)
         self.decoder = Seq2SeqDecoder(tgt_vocab_size, embed_size, num_hiddens, num_layers, dropout)
+        self.replays_book_rng = not bidirectional
 
     def init_weights(self) -> None:
         self.apply(init_seq2seq)
 
-    @property
-    def replays_book_rng(self) -> bool:  # type: ignore[override]
-        return isinstance(self.encoder, Seq2SeqEncoder)
+    replays_book_rng = True  # the book's encoder; False for a bidirectional one (set in __init__)
 
     def init_like_book(self) -> None:
         """The book's draws (``zoo train --rng book``, `zoo_core.book_rng`): the encoder's embedding, its GRU and
