@@ -434,3 +434,18 @@ def test_under_rng_book_the_packed_loss_draws_nn_grus_dropout_masks():
     assert_same_loss_and_gradients(model, packed, forward)
     model.book_rng = False  # the zoo's own masks: another draw
     assert not torch.allclose(packed(), forward())
+
+
+def test_under_rng_book_and_bf16_autocast_a_training_step_still_draws_the_books_masks():
+    """``--rng book --precision bf16``: the packed path takes the book's masks under autocast too (the same draws
+    as in float32: the loss moves only by bf16 rounding, far less than another mask would move it)."""
+    model, batch = labelled_batch("tiny")
+    model.train().init_like_book()
+    model(*batch[:3])  # the deferred output layer
+
+    def loss(bf16: bool, seed: int) -> float:
+        torch.manual_seed(seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model.training_step(batch)["loss"].item()
+
+    assert abs(loss(True, 5) - loss(False, 5)) < 0.2 * abs(loss(False, 6) - loss(False, 5))
