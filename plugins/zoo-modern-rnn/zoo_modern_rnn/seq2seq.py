@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo_core.book_rng import defer_init, dropout_mask
 from zoo_modern_rnn.bidirectional import BiGRU, merge_directions
 from zoo_modern_rnn.encoder_decoder import (
     Decoder, Encoder, EncoderDecoder, dims_or, random_tokens, random_valid_lens,
 )
-from zoo_core.book_rng import defer_init, dropout_mask
 from zoo_modern_rnn.gru_train import gru_layer, input_bias
 
 NUM_STEPS = 9  # the book's sentence length (FraEng num_steps): the default size of example inputs
@@ -222,6 +222,8 @@ class Seq2Seq(EncoderDecoder):
         bidirectional: a bidirectional encoder (not the book's; see the module docstring).
     """
 
+    replays_book_rng = True  # the book's encoder (`zoo info` reads the class); False with a bidirectional one
+
     def __init__(self, src_vocab_size: int = 194, tgt_vocab_size: int = 214, embed_size: int = 256,
                  num_hiddens: int = 256, num_layers: int = 2, dropout: float = 0.2, lr: float = 0.005,
                  tgt_pad: int = 5, bidirectional: bool = False) -> None:
@@ -234,8 +236,6 @@ class Seq2Seq(EncoderDecoder):
 
     def init_weights(self) -> None:
         self.apply(init_seq2seq)
-
-    replays_book_rng = True  # the book's encoder; False for a bidirectional one (set in __init__)
 
     def init_like_book(self) -> None:
         """The book's draws (``zoo train --rng book``, `zoo_core.book_rng`): the encoder's embedding, its GRU and
